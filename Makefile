@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11, Node 20):
+#   make run    runs Ponte under supervisord (embedded Redis when REDIS_URL is unset)
+#   make test   runs the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.ponte-installed
+NODE_STAMP := node_modules/.ponte-installed
+
+.PHONY: setup run test test-py test-node lint bench clean
+
+setup: $(PY_STAMP) $(NODE_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(PY_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: setup
+	$(BIN)/ponte run
+
+test: setup lint test-node test-py
+
+lint: setup
+	$(BIN)/ruff check bridge tests bench
+	$(BIN)/mypy
+
+test-node: $(NODE_STAMP)
+	node --test --test-reporter=dot sidecar/test/
+
+test-py: $(PY_STAMP)
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
