@@ -1,0 +1,86 @@
+// Entry point: node tests/simulator/server.mjs [--port 0] [--host 127.0.0.1]
+// Listens on loopback, prints ONE JSON line {"port":N,"root_key":"<b64>"} on stdout when ready; logs go to stderr.
+// PONTE_SIM_LOG=error|warn|info|debug (default info). PONTE_SIM_ROOT_SEED changes the test root key (see root-key.mjs).
+import './quiet-console.mjs'; // must stay first: keeps libsignal's console output off stdout
+import { createServer } from 'node:http';
+import { pathToFileURL } from 'node:url';
+import { WebSocketServer } from 'ws';
+import { makeControlHandler } from './control.mjs';
+import { Simulator } from './simulator.mjs';
+
+const LEVELS = { error: 0, warn: 1, info: 2, debug: 3 };
+
+export const makeLogger = (level = process.env.PONTE_SIM_LOG || 'info') => {
+	const max = LEVELS[level] ?? LEVELS.info;
+	return (lvl, msg) => {
+		if ((LEVELS[lvl] ?? 0) <= max) {
+			process.stderr.write(`[wa-sim ${new Date().toISOString()} ${lvl}] ${msg}\n`);
+		}
+	};
+};
+
+/** Starts the simulator; resolves with { sim, server, port, close() }. */
+export const startSimulator = async ({ port = 0, host = '127.0.0.1', log = makeLogger() } = {}) => {
+	const sim = new Simulator({ log });
+	const control = makeControlHandler(sim);
+	const server = createServer((req, res) => {
+		control(req, res);
+	});
+	const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+	server.on('upgrade', (req, socket, head) => {
+		const reject = sim.config.reject_ws_upgrade;
+		if (reject) {
+			socket.end(`HTTP/1.1 ${Number(reject)} Simulated\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+			return;
+		}
+		wss.handleUpgrade(req, socket, head, ws => {
+			sim.acceptConnection(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`);
+		});
+	});
+	await new Promise((resolve, reject) => {
+		server.once('error', reject);
+		server.listen(port, host, resolve);
+	});
+	sim.port = server.address().port;
+	return {
+		sim,
+		server,
+		port: sim.port,
+		close: () =>
+			new Promise(resolve => {
+				for (const c of [...sim.connections]) {
+					c.terminate();
+				}
+				wss.close();
+				server.closeAllConnections?.();
+				server.close(() => resolve());
+			})
+	};
+};
+
+const parseArgs = argv => {
+	const out = { port: 0, host: '127.0.0.1' };
+	for (let i = 0; i < argv.length; i++) {
+		if (argv[i] === '--port') {
+			out.port = Number(argv[++i]);
+		} else if (argv[i] === '--host') {
+			out.host = argv[++i];
+		}
+	}
+	if (!['127.0.0.1', 'localhost', '::1'].includes(out.host)) {
+		throw new Error('the simulator listens on loopback only');
+	}
+	return out;
+};
+
+if (import.meta.url === pathToFileURL(process.argv[1] || '').href) {
+	const { port, host } = parseArgs(process.argv.slice(2));
+	const { sim, close } = await startSimulator({ port, host });
+	process.stdout.write(JSON.stringify({ port: sim.port, root_key: sim.root.public.toString('base64') }) + '\n');
+	const stop = () => {
+		close().then(() => process.exit(0));
+		setTimeout(() => process.exit(0), 2000).unref();
+	};
+	process.on('SIGTERM', stop);
+	process.on('SIGINT', stop);
+}
