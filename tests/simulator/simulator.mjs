@@ -865,7 +865,7 @@ export class Simulator {
 			} else {
 				device.offlineQueue.push(stanza);
 			}
-			devices.push({ device: device.jid, live: !!conn, enc: type });
+			devices.push({ device: device.jid, live: !!conn, enc: type, sent_at_ms: conn ? Date.now() : null });
 		}
 		this.counters.messages_to_client++;
 		contact.sent.push({
