@@ -1,0 +1,3 @@
+"""Ponte: a WhatsApp <-> Chatwoot bridge."""
+
+__version__ = "0.1.0"

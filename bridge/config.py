@@ -1,0 +1,233 @@
+"""Settings from the environment and `.env`, validated before anything starts.
+
+The names of the original Node bridge (`SERVER_PORT`, `CHATWOOT_BASE_URL`,
+`BAILEYS_MAX_QR_SEND_ATTEMPTS`, `WEBHOOK_COMMAND_KEYWORD`, `REDIS_URL`, ...) keep their meaning,
+so an existing `.env` works. `Settings` is built once, in `cli.py`, and passed down: nothing else
+reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bridge.errors import ConfigError
+from bridge.ids import normalize_phone
+
+LogLevel = Literal["trace", "debug", "info", "warning", "error", "critical"]
+_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical", "silent": "critical"}
+
+# Values copied from the original README's example .env: a deployment still carrying them
+# would talk to nowhere, so they are refused with a clear message rather than tried.
+_PLACEHOLDERS = {
+    "seu-token-de-api",
+    "SEU_TOKEN_DE_ACESSO_DA_API_DO_CHATWOOT",
+    "http://seu-chatwoot-url",
+    "http://SEU_CHATWOOT_URL.com",
+    "changeme",
+    "change-me",
+}
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting Ponte reads. Field names are the environment variables, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # --- server -----------------------------------------------------------------------------
+    server_host: str = "0.0.0.0"
+    server_port: int = Field(3001, ge=1, le=65535)
+    server_log_level: LogLevel = "info"
+    server_log_format: Literal["text", "json"] = "text"
+    server_admin_token: SecretStr | None = None
+    server_data_dir: Path = Path("data")
+
+    # --- WhatsApp (Baileys sidecars) --------------------------------------------------------
+    baileys_auth_sessions_parent_dir: Path | None = None
+    baileys_browser_name: str = "Ponte"
+    baileys_log_level_instance: LogLevel = "warning"
+    baileys_reconnect_delay_ms: int = Field(2000, ge=100)
+    baileys_reconnect_max_delay_ms: int = Field(300_000, ge=1000)
+    baileys_max_qr_send_attempts: int = Field(4, ge=1, le=50)
+    baileys_wa_websocket_url: str = "wss://web.whatsapp.com/ws/chat"
+    baileys_wa_version: str = Field("2.3000.1043857760", pattern=r"^\d+\.\d+\.\d+$")
+    baileys_sidecar_command: str = "node sidecar/main.js"
+    baileys_command_timeout_ms: int = Field(30_000, ge=100)
+    baileys_connect_timeout_ms: int = Field(20_000, ge=100)
+    baileys_keepalive_ms: int = Field(30_000, ge=1000)
+    baileys_stop_wait_ms: int = Field(10_000, ge=100)
+    baileys_start_secs: float = Field(10.0, ge=0)
+    baileys_send_wait_ms: int = Field(300_000, ge=1000)
+
+    # --- Chatwoot ---------------------------------------------------------------------------
+    chatwoot_base_url: str | None = None
+    chatwoot_api_access_token: SecretStr | None = None
+    chatwoot_api_timeout: int = Field(15_000, ge=100)  # milliseconds, as in the original
+    chatwoot_queue_concurrency: int = Field(5, ge=1, le=64)
+    chatwoot_queue_worker_log_level: LogLevel = "info"
+    chatwoot_language: Literal["pt_BR", "en"] = "pt_BR"
+    default_chatwoot_account_id: int | None = Field(None, ge=1)
+    # Delivery attempts per message and the first backoff step (the original's BullMQ knobs).
+    bullmq_job_attempts: int = Field(10, ge=1, le=100)
+    bullmq_job_backoff_delay: int = Field(5000, ge=100)
+
+    # --- Chatwoot webhook and agent commands ------------------------------------------------
+    webhook_command_keyword: str = Field("erga", min_length=1, pattern=r"^\S+$")
+    webhook_authorized_phone_numbers: CommaList = []
+    webhook_authorized_agent_ids: Annotated[list[int], NoDecode] = []
+    webhook_authorized_agent_emails: CommaList = []
+    # Accepted for old .env files and ignored: anyone can rename themselves in Chatwoot.
+    webhook_authorized_agent_names: CommaList = []
+    webhook_secret: Annotated[list[SecretStr], NoDecode] = []
+    webhook_token: SecretStr | None = None
+    webhook_max_skew_seconds: int = Field(300, ge=1)
+    webhook_max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    # --- Redis ------------------------------------------------------------------------------
+    redis_url: str | None = None
+    redis_user: str | None = None
+    redis_password: SecretStr | None = None
+
+    @field_validator("server_log_level", "baileys_log_level_instance",
+                     "chatwoot_queue_worker_log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return _LEVEL_ALIASES.get(value, value)
+        return value
+
+    @field_validator("webhook_authorized_phone_numbers", mode="before")
+    @classmethod
+    def _phones(cls, value: Any) -> Any:
+        return [normalize_phone(p) for p in _split(value)]
+
+    @field_validator("webhook_authorized_agent_emails", mode="before")
+    @classmethod
+    def _emails(cls, value: Any) -> Any:
+        return [e.lower() for e in _split(value)]
+
+    @field_validator("webhook_authorized_agent_ids", "webhook_secret",
+                     "webhook_authorized_agent_names", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("webhook_command_keyword", mode="before")
+    @classmethod
+    def _keyword(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("chatwoot_base_url", "redis_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("baileys_sidecar_command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        if not shlex.split(value):
+            raise ValueError("must name a program")
+        return value
+
+    # --- derived values ---------------------------------------------------------------------
+    @property
+    def sessions_dir(self) -> Path:
+        return self.baileys_auth_sessions_parent_dir or self.server_data_dir / "sessions"
+
+    @property
+    def sidecar_argv(self) -> list[str]:
+        return shlex.split(self.baileys_sidecar_command)
+
+    @property
+    def chatwoot_url(self) -> str:
+        assert self.chatwoot_base_url is not None, "check_required() runs first"
+        return self.chatwoot_base_url.rstrip("/")
+
+    @property
+    def chatwoot_token(self) -> str:
+        assert self.chatwoot_api_access_token is not None, "check_required() runs first"
+        return self.chatwoot_api_access_token.get_secret_value()
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        return (self.server_data_dir / "redis" / "redis.sock").resolve()
+
+    def redis_connection_url(self) -> str:
+        """REDIS_URL with REDIS_USER / REDIS_PASSWORD folded in (the original's separate knobs)."""
+        if self.redis_url is None:
+            return f"unix://{self.embedded_redis_socket}"
+        parts = urlsplit(self.redis_url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got "
+                              f"{parts.scheme or 'no scheme'}")
+        if not (self.redis_user or self.redis_password) or parts.scheme == "unix" or (
+            parts.username or parts.password
+        ):
+            return self.redis_url  # as given (urlunsplit would mangle unix:///path)
+        user = quote(self.redis_user or "", safe="")
+        password = self.redis_password.get_secret_value() if self.redis_password else ""
+        netloc = f"{user}:{quote(password, safe='')}@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def check_required(self) -> None:
+        """Refuse to start without what every process needs; one message names every gap."""
+        missing = []
+        if not self.chatwoot_base_url:
+            missing.append("CHATWOOT_BASE_URL")
+        if not self.chatwoot_api_access_token or not self.chatwoot_token.strip():
+            missing.append("CHATWOOT_API_ACCESS_TOKEN")
+        if not self.webhook_secret and not self.webhook_token:
+            missing.append("WEBHOOK_SECRET or WEBHOOK_TOKEN")
+        if missing:
+            raise ConfigError(
+                "Missing settings: " + ", ".join(missing) + ". Copy .env.example to .env and "
+                "fill them in (each is explained there), or set them in the environment."
+            )
+        placeholders = [
+            name for name, value in (
+                ("CHATWOOT_BASE_URL", self.chatwoot_base_url),
+                ("CHATWOOT_API_ACCESS_TOKEN", self.chatwoot_token),
+            ) if value in _PLACEHOLDERS
+        ]
+        if placeholders:
+            raise ConfigError("Settings still hold the example placeholder: "
+                              + ", ".join(placeholders) + ". Put your real values in .env.")
+        parts = urlsplit(self.chatwoot_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"CHATWOOT_BASE_URL must be an http(s) URL, got {self.chatwoot_url!r}")
+        self.redis_connection_url()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning pydantic's errors into one ConfigError that names each variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "?"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigError("Invalid settings: " + "; ".join(problems)) from err

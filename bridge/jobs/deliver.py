@@ -1,0 +1,108 @@
+"""The drain job: posts one mailbox's items into Chatwoot, in order, each exactly once.
+
+Protocol (see store/mailbox.py): take the mailbox lock; handle the head item; record its effect
+(mapping); pop it; repeat. After releasing the lock, look again: an item appended while we were
+finishing would otherwise wait for the sweeper. A transient failure (Chatwoot 5xx/429/timeout,
+auth) leaves the item at the head and schedules a retry with backoff; after
+`BULLMQ_JOB_ATTEMPTS` attempts, or at once for a permanent failure, the item goes to the failed
+list with a private note in its conversation, and the chat goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+from loguru import logger
+from redis.exceptions import LockError
+
+from bridge.errors import ChatwootAuthError, PonteError
+from bridge.jobs import notes, runtime, wa_messages
+from bridge.jobs.queues import schedule_drain
+from bridge.jobs.runtime import WorkerContext
+from bridge.store import keys
+from bridge.store.mailbox import ItemKind, Mailbox, MailboxItem
+
+LOCK_TTL_SECONDS = 120
+_MAX_BACKOFF_SECONDS = 600.0
+
+
+def drain(mailbox_key: str) -> int:
+    """RQ job: drain `mailbox_key`; returns how many items it handled."""
+    ctx = runtime.current()
+    ctx.redis.delete(keys.mailbox_scheduled(mailbox_key))
+    handled = 0
+    while True:
+        lock = ctx.redis.lock(keys.mailbox_lock(mailbox_key), timeout=LOCK_TTL_SECONDS)
+        if not lock.acquire(blocking=False):
+            return handled  # another job holds it and will look again after releasing
+        retry_scheduled = False
+        try:
+            count, retry_scheduled = _drain_locked(ctx, Mailbox(ctx.redis, mailbox_key), lock)
+            handled += count
+        finally:
+            try:
+                lock.release()
+            except LockError:
+                logger.bind(mailbox=mailbox_key).warning("Mailbox lock expired while draining")
+        if retry_scheduled or Mailbox(ctx.redis, mailbox_key).forget_if_empty():
+            return handled
+
+
+def _drain_locked(ctx: WorkerContext, mailbox: Mailbox, lock: Any) -> tuple[int, bool]:
+    handled = 0
+    while (item := mailbox.head()) is not None:
+        with logger.contextualize(mailbox=mailbox.key, item_id=item.id):
+            try:
+                _handle(ctx, item)
+            except Exception as err:  # edge of the job: every failure is classified here
+                if _retryable(err) and _schedule_retry(ctx, mailbox, item, err):
+                    return handled, True
+                _fail(ctx, mailbox, item, err)
+            mailbox.pop(item)
+            handled += 1
+            lock.reacquire()  # keep the lock for as long as items keep coming
+    return handled, False
+
+
+def _handle(ctx: WorkerContext, item: MailboxItem) -> None:
+    if item.kind is ItemKind.WA_MESSAGE:
+        wa_messages.deliver(ctx, item)
+    elif item.kind is ItemKind.NOTE:
+        notes.post(ctx, item)
+
+
+def _retryable(err: Exception) -> bool:
+    # A refused token is an operator's fix away: keep the messages waiting, not failed.
+    return isinstance(err, ChatwootAuthError) or (isinstance(err, PonteError) and err.retryable)
+
+
+def backoff_seconds(base_ms: int, attempt: int) -> float:
+    delay = min(base_ms / 1000 * 2 ** (attempt - 1), _MAX_BACKOFF_SECONDS)
+    return float(delay * random.uniform(0.8, 1.2))
+
+
+def _schedule_retry(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem,
+                    err: Exception) -> bool:
+    attempt = mailbox.record_attempt(item)
+    if attempt >= ctx.settings.bullmq_job_attempts:
+        return False
+    delay = backoff_seconds(ctx.settings.bullmq_job_backoff_delay, attempt)
+    logger.bind(attempt=attempt, delay_s=round(delay, 1), error=type(err).__name__).warning(
+        "Delivery failed, will retry")
+    schedule_drain(ctx.redis, mailbox.key, delay_s=delay)
+    return True
+
+
+def _fail(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem, err: Exception) -> None:
+    """Record a final failure where operators look, and tell the agents in the conversation."""
+    reason = str(err) or type(err).__name__
+    logger.bind(error=type(err).__name__, kind=item.kind.value).error(
+        "Delivery failed for good; moved to the failed list")
+    entry = {"mailbox": mailbox.key, "item": json.loads(item.dumps()),
+             "error": type(err).__name__, "reason": reason, "at": time.time()}
+    ctx.redis.lpush(keys.FAILED, json.dumps(entry, ensure_ascii=False))
+    if item.kind is ItemKind.WA_MESSAGE:
+        wa_messages.report_failure(ctx, item, reason)

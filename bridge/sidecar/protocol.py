@@ -1,0 +1,171 @@
+"""THE seam: the sidecar protocol v1 (docs/protocol.md), the only module that sees raw lines.
+
+One pydantic model per frame, discriminated on `type`. Events come from the sidecar's stdout,
+commands go to its stdin. `decode_event` raises ProtocolError for anything that is not a valid
+event; the caller logs, counts and keeps reading.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from bridge.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+CommandId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class Frame(BaseModel):
+    # Newer sidecars may add optional fields; a receiver ignores what it does not know.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Me(Frame):
+    """The linked account as Baileys reports it (`id` carries a device suffix)."""
+
+    id: str = Field(min_length=1)
+    lid: str | None = None
+    name: str | None = None
+
+
+class WaMessageKeyModel(Frame):
+    """Baileys' WAMessageKey, with v7's alternate addresses."""
+
+    remoteJid: str = Field(min_length=1)
+    fromMe: bool
+    id: str = Field(min_length=1)
+    participant: str | None = None
+    remoteJidAlt: str | None = None
+    participantAlt: str | None = None
+    addressingMode: str | None = None
+
+
+class ReadyEvent(Frame):
+    """First frame of every sidecar process: Baileys is loaded, this is the protocol it speaks."""
+
+    type: Literal["ready"]
+    protocol: int = Field(ge=1)
+    sidecar: str
+    baileys: str
+    pid: int = Field(ge=1)
+
+
+class QrEvent(Frame):
+    """A new QR reference for the phone to scan (carries pairing secrets: never log it)."""
+
+    type: Literal["qr"]
+    qr: str = Field(min_length=1)
+
+
+class ConnectionEvent(Frame):
+    """The WhatsApp connection changed state (Baileys `connection.update`)."""
+
+    type: Literal["connection"]
+    state: Literal["connecting", "open", "close"]
+    status_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    me: Me | None = None
+    is_new_login: bool = False
+    will_reconnect: bool = False
+
+
+class MessageEvent(Frame):
+    """A message arrived, or was sent from the phone or by us (Baileys `messages.upsert`)."""
+
+    type: Literal["message"]
+    upsert: Literal["notify", "append"]
+    key: WaMessageKeyModel
+    content_type: str | None
+    echo: bool
+    message: dict[str, Any]  # Baileys' own WAMessage JSON, untouched
+
+
+class ResultError(Frame):
+    code: str
+    message: str
+
+
+class ResultEvent(Frame):
+    """The answer to the command with the same id."""
+
+    type: Literal["result"]
+    id: CommandId
+    ok: bool
+    data: dict[str, Any] | None = None
+    error: ResultError | None = None
+
+
+class FatalEvent(Frame):
+    """The sidecar cannot run this instance (exits 78 right after); do not restart it."""
+
+    type: Literal["fatal"]
+    code: str
+    message: str
+
+
+SidecarEvent = Annotated[
+    ReadyEvent | QrEvent | ConnectionEvent | MessageEvent | ResultEvent | FatalEvent,
+    Field(discriminator="type"),
+]
+_EVENT_ADAPTER: TypeAdapter[SidecarEvent] = TypeAdapter(SidecarEvent)
+EVENT_TYPES = frozenset({"ready", "qr", "connection", "message", "result", "fatal"})
+
+
+class Command(Frame):
+    id: CommandId
+
+
+class SendTextCommand(Command):
+    """Send a text message to a chat."""
+
+    type: Literal["send_text"] = "send_text"
+    jid: str
+    text: str = Field(min_length=1, max_length=65536)
+
+
+class LogoutCommand(Command):
+    """Unlink the device; the connection then closes with 401."""
+
+    type: Literal["logout"] = "logout"
+
+
+class ShutdownCommand(Command):
+    """Finish auth writes, close without unlinking, exit 0."""
+
+    type: Literal["shutdown"] = "shutdown"
+
+
+SidecarCommand = SendTextCommand | LogoutCommand | ShutdownCommand
+
+
+class UnknownEventType(ProtocolError):
+    """A well-formed frame of a type this bridge does not know (a newer sidecar)."""
+
+
+def decode_event(line: bytes) -> SidecarEvent:
+    """Parse one stdout line into an event; raises ProtocolError (never returns garbage)."""
+    try:
+        raw = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ProtocolError(f"not JSON: {err}") from err
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"not a JSON object but {type(raw).__name__}")
+    kind = raw.get("type")
+    if kind not in EVENT_TYPES:
+        raise UnknownEventType(f"unknown event type {kind!r}")
+    try:
+        return _EVENT_ADAPTER.validate_python(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
+        raise ProtocolError(f"invalid {kind} event: {where}: {first['msg']}") from err
+
+
+def encode_command(command: SidecarCommand) -> bytes:
+    """One command as a protocol line (compact JSON, UTF-8, newline-terminated)."""
+    return command.model_dump_json(exclude_none=True).encode() + b"\n"

@@ -1,0 +1,481 @@
+"""InstanceSupervisor: one sidecar per running instance, restarted by policy, stopped in order.
+
+Each running instance has an `InstanceRunner` whose task loops: spawn the sidecar, handle its
+events, wait for it to end, then follow `policy.action_for` (start again now, after a backoff,
+or stop and tell the operator). Process states use supervisord's words; the WhatsApp connection
+has its own enum. Every edge goes through `InstanceRunner.transition`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from bridge.config import Settings
+from bridge.dispatch import Dispatcher
+from bridge.errors import ProtocolError, SidecarUnavailable
+from bridge.ids import InstanceId, normalize_jid, phone_from_jid
+from bridge.sidecar import policy
+from bridge.sidecar.process import SidecarProcess, sidecar_env
+from bridge.sidecar.protocol import (
+    PROTOCOL_VERSION,
+    ConnectionEvent,
+    FatalEvent,
+    LogoutCommand,
+    MessageEvent,
+    QrEvent,
+    ReadyEvent,
+    ResultEvent,
+    SendTextCommand,
+    SidecarEvent,
+)
+from bridge.store.registry import Desired, InstanceRecord, Registry
+from bridge.texts import Texts, texts_for
+
+EXIT_FATAL = 78  # EX_CONFIG: the sidecar sent `fatal` and must not be restarted
+
+
+class ProcessState(StrEnum):
+    """The sidecar process, in supervisord's words."""
+
+    STOPPED = "STOPPED"  # not running, and not wanted
+    STARTING = "STARTING"  # spawned; waiting for `ready`
+    RUNNING = "RUNNING"  # the sidecar is up; see ConnectionState for WhatsApp
+    BACKOFF = "BACKOFF"  # ended unexpectedly; waiting before the next start
+    STOPPING = "STOPPING"  # a stop was requested; waiting for the process to end
+    EXITED = "EXITED"  # stopped by policy (logged out, replaced, QR limit); an operator must act
+    FATAL = "FATAL"  # cannot run (unreadable session, protocol mismatch)
+
+
+class ConnectionState(StrEnum):
+    """The WhatsApp connection of a running sidecar."""
+
+    CLOSED = "close"  # no WhatsApp socket
+    CONNECTING = "connecting"  # socket opening, or logging in with a saved session
+    PAIRING = "qr"  # waiting for the phone to scan a QR code
+    OPEN = "open"  # logged in: messages flow
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceStatus:
+    """A snapshot for /global-status."""
+
+    instance_id: InstanceId
+    process_state: ProcessState
+    connection: ConnectionState
+    pid: int | None
+    rss_bytes: int | None
+    started_at: float | None
+    restarts: int
+    last_error: str | None
+    last_close_code: int | None
+    qr_pending: bool
+
+
+class InstanceRunner:
+    """Owns the sidecar of one instance for as long as the instance should run."""
+
+    def __init__(self, supervisor: InstanceSupervisor, instance_id: InstanceId) -> None:
+        self.instance_id = instance_id
+        self._sup = supervisor
+        self.state = ProcessState.STOPPED
+        self.connection = ConnectionState.CLOSED
+        self.process: SidecarProcess | None = None
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.current_qr: str | None = None
+        self._stop_requested = asyncio.Event()
+        self._open = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_close: ConnectionEvent | None = None
+        self._fatal: str | None = None
+        self._policy_stop: str | None = None  # why we asked the sidecar to stop (QR limit)
+        # Say "linked" on the next open: after a QR, or when an operator asked for this start.
+        self._announce_open = False
+        self._background: set[asyncio.Task[object]] = set()
+        self._log = logger.bind(instance=instance_id)
+
+    # --- state ----------------------------------------------------------------------------
+    def transition(self, new: ProcessState) -> None:
+        if new is not self.state:
+            self._log.bind(old=self.state.value, new=new.value).info("Instance state changed")
+            self.state = new
+
+    def _set_connection(self, new: ConnectionState) -> None:
+        self.connection = new
+        if new is ConnectionState.OPEN:
+            self._open.set()
+        else:
+            self._open.clear()
+        if new is not ConnectionState.PAIRING:
+            self.current_qr = None
+
+    def _stop_process_soon(self) -> None:
+        """Ask the sidecar to stop without waiting here: event handlers run on the stdout
+        reader, which is the task that must read the shutdown's answer."""
+        process = self.process
+        if process is None:
+            return
+        task = asyncio.create_task(process.stop(self._sup.settings.baileys_stop_wait_ms / 1000))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def status(self) -> InstanceStatus:
+        process = self.process if self.process and self.process.returncode is None else None
+        return InstanceStatus(
+            instance_id=self.instance_id, process_state=self.state, connection=self.connection,
+            pid=process.pid if process else None,
+            rss_bytes=process.rss_bytes() if process else None,
+            started_at=process.started_at if process else None, restarts=self.restarts,
+            last_error=self.last_error,
+            last_close_code=self._last_close.status_code if self._last_close else None,
+            qr_pending=self.current_qr is not None)
+
+    # --- control --------------------------------------------------------------------------
+    def start(self, *, announce_open: bool = False) -> None:
+        self._stop_requested.clear()
+        self._announce_open = announce_open
+        self._task = asyncio.create_task(self._run(), name=f"instance-{self.instance_id}")
+
+    async def stop(self) -> None:
+        """Stop the sidecar in order (auth writes finish first) and wait for the loop to end."""
+        self._stop_requested.set()
+        if self.process is not None and self.process.returncode is None:
+            self.transition(ProcessState.STOPPING)
+            await self.process.stop(self._sup.settings.baileys_stop_wait_ms / 1000)
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait_open(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._open.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    async def send_text(self, jid: str, text: str) -> ResultEvent:
+        process = self.process
+        if process is None or self.connection is not ConnectionState.OPEN:
+            raise SidecarUnavailable()
+        return await process.request(lambda cid: SendTextCommand(id=cid, jid=jid, text=text))
+
+    async def logout(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            raise SidecarUnavailable()
+        await process.request(lambda cid: LogoutCommand(id=cid))
+
+    # --- the loop -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        failures = 0
+        companions = [asyncio.create_task(make(self), name=f"companion-{self.instance_id}")
+                      for make in self._sup.companions]
+        try:
+            while not self._stop_requested.is_set():
+                self._reset_run()
+                self.transition(ProcessState.STARTING)
+                started = time.monotonic()
+                code = await self._spawn_and_wait()
+                ran_for = time.monotonic() - started
+                if self._stop_requested.is_set():
+                    break
+                action = await self._decide(code)
+                if action is None:
+                    return
+                if ran_for >= self._sup.settings.baileys_start_secs:
+                    failures = 0  # it ran long enough: the next failure starts a fresh backoff
+                self.restarts += 1
+                if action is policy.Action.BACKOFF:
+                    failures += 1
+                    delay = self._sup.backoff_delay(failures)
+                    self.transition(ProcessState.BACKOFF)
+                    self._log.bind(delay_s=round(delay, 2), attempt=failures).info(
+                        "Sidecar will start again after a backoff")
+                    try:
+                        await asyncio.wait_for(self._stop_requested.wait(), delay)
+                    except TimeoutError:
+                        pass
+            self.transition(ProcessState.STOPPED)
+        except Exception as err:  # the runner must never die silently
+            self._log.exception("Instance runner crashed")
+            self.last_error = f"runner crashed: {type(err).__name__}"
+            self.transition(ProcessState.FATAL)
+        finally:
+            # The runner object stays registered, so its last state and error stay visible.
+            self._set_connection(ConnectionState.CLOSED)
+            for task in companions:
+                task.cancel()
+            await asyncio.gather(*companions, return_exceptions=True)
+
+    def _reset_run(self) -> None:
+        self._last_close = None
+        self._fatal = None
+        self._policy_stop = None
+
+    async def _spawn_and_wait(self) -> int:
+        session = self._sup.session_dir(self.instance_id)
+        session.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(session, 0o700)
+        settings = self._sup.settings
+        env = sidecar_env(os.environ, {
+            "PONTE_INSTANCE_ID": self.instance_id,
+            "PONTE_AUTH_DIR": str(session.resolve()),
+            "PONTE_WA_WEBSOCKET_URL": settings.baileys_wa_websocket_url,
+            "PONTE_WA_VERSION": settings.baileys_wa_version,
+            "PONTE_BROWSER_NAME": settings.baileys_browser_name,
+            "PONTE_LOG_LEVEL": {"warning": "warn", "critical": "fatal"}.get(
+                settings.baileys_log_level_instance, settings.baileys_log_level_instance),
+            "PONTE_CONNECT_TIMEOUT_MS": str(settings.baileys_connect_timeout_ms),
+            "PONTE_KEEPALIVE_MS": str(settings.baileys_keepalive_ms),
+        })
+        try:
+            self.process = await SidecarProcess.start(
+                self.instance_id, settings.sidecar_argv, env=env, cwd=self._sup.project_root,
+                on_event=self._on_event, on_protocol_error=self._on_protocol_error,
+                command_timeout_s=settings.baileys_command_timeout_ms / 1000)
+        except OSError as err:
+            self.last_error = f"cannot start the sidecar: {err.strerror or err}"
+            self._log.bind(error=str(err)).error("Sidecar could not be started")
+            return -1
+        self._log.bind(pid=self.process.pid).info("Sidecar started")
+        code = await self.process.wait()
+        self._log.bind(exit_code=code).info("Sidecar ended")
+        return code
+
+    async def _decide(self, code: int) -> policy.Action | None:
+        """After an unrequested end: the next action, or None when the runner must end."""
+        if self._fatal is not None or code == EXIT_FATAL:
+            self.last_error = self._fatal or "sidecar exited with a fatal error"
+            self.transition(ProcessState.FATAL)
+            await self._sup.stopped_by_policy(self.instance_id, self.last_error)
+            return None
+        if self._policy_stop is not None:
+            self.transition(ProcessState.EXITED)
+            return None
+        close = self._last_close
+        if close is None:  # ended without telling why: a crash
+            self.last_error = f"sidecar crashed (exit status {code})"
+            self._log.bind(exit_code=code).warning("Sidecar crashed")
+            return policy.Action.BACKOFF
+        action = policy.action_for(close.status_code, close.reason)
+        if action is policy.Action.WIPE_AND_STOP:
+            self.transition(ProcessState.EXITED)
+            await self._sup.logged_out(self.instance_id)
+            return None
+        if action is policy.Action.STOP:
+            self.transition(ProcessState.EXITED)
+            await self._sup.stopped_by_policy(self.instance_id, self.last_error or "")
+            return None
+        return action
+
+    # --- events ---------------------------------------------------------------------------
+    def _on_protocol_error(self, error: ProtocolError) -> None:
+        self._sup.count_protocol_error(self.instance_id)
+
+    async def _on_event(self, event: SidecarEvent) -> None:
+        if isinstance(event, MessageEvent):
+            await self._sup.dispatcher.wa_message(self.instance_id, event)
+        elif isinstance(event, ConnectionEvent):
+            await self._on_connection(event)
+        elif isinstance(event, QrEvent):
+            await self._on_qr(event)
+        elif isinstance(event, ReadyEvent):
+            if event.protocol != PROTOCOL_VERSION:
+                self._fatal = (f"sidecar speaks protocol {event.protocol}, this bridge "
+                               f"{PROTOCOL_VERSION}")
+                self._log.error("Sidecar protocol mismatch")
+                self._stop_process_soon()
+                return
+            self.transition(ProcessState.RUNNING)
+        elif isinstance(event, FatalEvent):
+            self._fatal = f"{event.code}: {event.message}"
+            self._log.bind(code=event.code).error("Sidecar reported a fatal error")
+
+    async def _on_qr(self, event: QrEvent) -> None:
+        record = await self._sup.registry.get(self.instance_id)
+        if record is None:
+            return
+        attempts = await self._sup.registry.increment_qr_attempts(self.instance_id)
+        limit = self._sup.settings.baileys_max_qr_send_attempts
+        self._announce_open = True
+        if attempts > limit:
+            # Out of attempts: say so once, stop the sidecar, and wait for a new command.
+            self._policy_stop = "qr_limit"
+            self.last_error = f"QR limit of {limit} attempts reached"
+            await self._sup.registry.update(self.instance_id, desired=Desired.STOPPED,
+                                            last_error=self.last_error)
+            await self._sup.notify(record, self._sup.texts.qr_limit.format(
+                max_attempts=limit, inbox=record.label(),
+                keyword=self._sup.settings.webhook_command_keyword))
+            self._stop_process_soon()
+            return
+        self._set_connection(ConnectionState.PAIRING)
+        self.current_qr = event.qr
+        self._log.bind(attempt=attempts).info("QR code received")
+        await self._sup.notify(record, self._sup.texts.qr_note.format(
+            attempt=attempts, max_attempts=limit, inbox=record.label()), qr=event.qr)
+
+    async def _on_connection(self, event: ConnectionEvent) -> None:
+        if event.state == "connecting":
+            self._set_connection(ConnectionState.CONNECTING)  # also right after a scan
+            return
+        if event.state == "open":
+            self._set_connection(ConnectionState.OPEN)
+            self.last_error = None
+            me = event.me
+            wa_jid = normalize_jid(me.id) if me else None
+            lid = normalize_jid(me.lid) if me and me.lid else None
+            record = await self._sup.registry.update(
+                self.instance_id, linked=True, wa_jid=wa_jid, lid=lid, qr_attempts=0,
+                last_error=None)
+            self._log.info("WhatsApp connection open")
+            if self._announce_open and record is not None:
+                self._announce_open = False
+                number = phone_from_jid(wa_jid) if wa_jid else None
+                await self._sup.notify(record, self._sup.texts.linked.format(
+                    number=number or wa_jid or "?", inbox=record.label()))
+            return
+        # close
+        self._last_close = event
+        if event.will_reconnect:
+            self._set_connection(ConnectionState.CONNECTING)
+        else:
+            self._set_connection(ConnectionState.CLOSED)
+            self.last_error = (f"{event.reason or 'closed'} ({event.status_code})"
+                               if event.status_code is not None else event.reason)
+        self._log.bind(code=event.status_code, reason=event.reason,
+                       will_reconnect=event.will_reconnect).info("WhatsApp connection closed")
+
+
+class InstanceSupervisor:
+    """All instances this `ponte serve` runs."""
+
+    def __init__(self, settings: Settings, registry: Registry, dispatcher: Dispatcher, *,
+                 project_root: Path) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.project_root = project_root
+        self.texts: Texts = texts_for(settings.chatwoot_language)
+        self._runners: dict[InstanceId, InstanceRunner] = {}
+        self._lock = asyncio.Lock()
+        self._relink_lock = asyncio.Lock()
+        self.protocol_errors: dict[InstanceId, int] = {}  # lines that were not frames
+        self.started_at = time.time()
+        self.stopping = False
+        # Tasks that live as long as an instance runs (its outbox consumer).
+        self.companions: list[Callable[[InstanceRunner], Coroutine[Any, Any, None]]] = []
+
+    def session_dir(self, instance_id: InstanceId) -> Path:
+        return self.settings.sessions_dir / instance_id
+
+    def backoff_delay(self, failures: int) -> float:
+        base = self.settings.baileys_reconnect_delay_ms / 1000
+        cap = self.settings.baileys_reconnect_max_delay_ms / 1000
+        delay = min(base * 2 ** (failures - 1), cap)
+        return float(delay * random.uniform(0.5, 1.0))  # "equal jitter": no synchronized storms
+
+    def runner(self, instance_id: InstanceId) -> InstanceRunner | None:
+        return self._runners.get(instance_id)
+
+    def count_protocol_error(self, instance_id: InstanceId) -> None:
+        self.protocol_errors[instance_id] = self.protocol_errors.get(instance_id, 0) + 1
+
+    async def resume(self) -> None:
+        """At start-up: bring back what was linked and wanted running; nothing else."""
+        self.settings.sessions_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for record in await self.registry.all():
+            if record.desired is not Desired.RUNNING:
+                continue
+            if record.linked:
+                await self.start(record.instance_id)
+            else:
+                # Pairing was under way when we stopped: do not post QRs into that conversation
+                # again unasked; the operator re-runs the command.
+                await self.registry.update(record.instance_id, desired=Desired.STOPPED,
+                                           last_error="pairing interrupted by a restart")
+                logger.bind(instance=record.instance_id).info(
+                    "Unfinished pairing not resumed after restart")
+
+    async def start(self, instance_id: InstanceId, *, announce_open: bool = False
+                    ) -> InstanceRunner:
+        async with self._lock:  # one runner, hence one sidecar, per instance
+            runner = self._runners.get(instance_id)
+            if runner is not None and runner.alive:
+                return runner
+            runner = InstanceRunner(self, instance_id)
+            self._runners[instance_id] = runner
+            runner.start(announce_open=announce_open)
+            return runner
+
+    async def stop(self, instance_id: InstanceId) -> None:
+        runner = self._runners.get(instance_id)
+        if runner is not None:
+            await runner.stop()
+
+    async def relink(self, instance_id: InstanceId) -> InstanceRunner:
+        """An operator asked to link: stop what runs (a saved session is kept) and start again,
+        announcing the open in the operator's conversation."""
+        async with self._relink_lock:  # two commands at once must not interleave stop/start
+            await self.stop(instance_id)
+            return await self.start(instance_id, announce_open=True)
+
+    async def shutdown(self) -> None:
+        """SIGTERM: stop every sidecar in parallel, each after its pending auth writes."""
+        self.stopping = True
+        await asyncio.gather(*(r.stop() for r in self._runners.values() if r.alive),
+                             return_exceptions=True)
+
+    def statuses(self) -> dict[InstanceId, InstanceStatus]:
+        return {iid: r.status() for iid, r in self._runners.items()}
+
+    # --- telling the operator ---------------------------------------------------------------
+    async def notify(self, record: InstanceRecord, content: str, *, qr: str | None = None) -> None:
+        if record.notify_account_id is None or record.notify_conversation_id is None:
+            logger.bind(instance=record.instance_id).warning(
+                "No conversation to notify; note dropped")
+            return
+        await self.dispatcher.note(record.notify_account_id, record.notify_conversation_id,
+                                   content, qr=qr)
+
+    async def logged_out(self, instance_id: InstanceId) -> None:
+        """401: the phone unlinked us. The session is void: wipe it and tell the operator."""
+        shutil.rmtree(self.session_dir(instance_id), ignore_errors=True)
+        before = await self.registry.get(instance_id)
+        record = await self.registry.update(
+            instance_id, linked=False, desired=Desired.STOPPED, wa_jid=None, lid=None,
+            last_error="logged out from the phone")
+        logger.bind(instance=instance_id).warning("Logged out; session wiped")
+        if record is not None:
+            number = phone_from_jid(before.wa_jid) if before and before.wa_jid else None
+            await self.notify(record, self.texts.logged_out.format(
+                number=number or record.label(),
+                keyword=self.settings.webhook_command_keyword))
+
+    async def stopped_by_policy(self, instance_id: InstanceId, reason: str) -> None:
+        record = await self.registry.update(instance_id, desired=Desired.STOPPED,
+                                            last_error=reason or None)
+        if record is not None:
+            await self.notify(record, self.texts.instance_stopped.format(
+                inbox=record.label(), reason=reason or "?",
+                keyword=self.settings.webhook_command_keyword))
+
+    async def send_text(self, instance_id: InstanceId, jid: str, text: str) -> ResultEvent:
+        runner = self._runners.get(instance_id)
+        if runner is None or not runner.alive:
+            raise SidecarUnavailable("instance is not running")
+        return await runner.send_text(jid, text)

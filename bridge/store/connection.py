@@ -1,0 +1,45 @@
+"""Redis connections, and waiting for Redis at start-up (supervisord starts everything at once)."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+import redis.asyncio as aioredis
+from loguru import logger
+
+from bridge.errors import ConfigError
+
+
+def sync_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, health_check_interval=30)
+
+
+def async_client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, health_check_interval=30)
+
+
+def wait_until_ready(url: str, timeout: float = 30.0) -> None:
+    """Block until Redis answers PING; ConfigError when it never does."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    client = sync_client(url)
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError as err:
+                if time.monotonic() >= deadline:
+                    raise ConfigError(
+                        f"Redis is not reachable after {timeout:.0f}s: {err}") from err
+                logger.debug("Waiting for Redis")
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+    finally:
+        client.close()
+
+
+def as_text(value: bytes | str) -> str:
+    """redis-py answers bytes (or str with decode_responses); Ponte's keys and values are UTF-8."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,75 @@
+"""Every Redis key name Ponte uses, in one place. All keys start with `ponte:`."""
+
+from __future__ import annotations
+
+from bridge.ids import ChatKey, InstanceId
+
+PREFIX = "ponte"
+
+INSTANCES = f"{PREFIX}:instances"
+"""Set of every registered instance id."""
+
+MAILBOXES_PENDING = f"{PREFIX}:mailboxes:pending"
+"""Set of mailbox keys that may hold items; the sweeper re-schedules the ones nobody drains."""
+
+FAILED = f"{PREFIX}:failed"
+"""List (newest first) of items that failed for good, as JSON, for operators."""
+
+
+def instance(instance_id: InstanceId) -> str:
+    """Hash: the registry record of one instance."""
+    return f"{PREFIX}:instance:{instance_id}"
+
+
+def chat_mailbox(chat: ChatKey) -> str:
+    """List: WhatsApp events of one chat waiting to reach Chatwoot, oldest first."""
+    return f"{PREFIX}:mailbox:wa:{chat.instance_id}:{chat.chat_jid}"
+
+
+def note_mailbox(account_id: int, conversation_id: int) -> str:
+    """List: private notes waiting to be posted into one Chatwoot conversation, oldest first."""
+    return f"{PREFIX}:mailbox:note:{account_id}:{conversation_id}"
+
+
+def mailbox_lock(mailbox: str) -> str:
+    return f"{mailbox}:lock"
+
+
+def mailbox_scheduled(mailbox: str) -> str:
+    """Flag: a drain job for this mailbox is already queued."""
+    return f"{mailbox}:scheduled"
+
+
+def mailbox_attempts(mailbox: str) -> str:
+    """Hash item id -> failed attempts so far."""
+    return f"{mailbox}:attempts"
+
+
+def wa_to_cw(instance_id: InstanceId, wa_message_id: str) -> str:
+    """String (JSON): the Chatwoot message a WhatsApp message became."""
+    return f"{PREFIX}:map:wa:{instance_id}:{wa_message_id}"
+
+
+def cw_to_wa(account_id: int, cw_message_id: int) -> str:
+    """String (JSON): the WhatsApp message a Chatwoot message became."""
+    return f"{PREFIX}:map:cw:{account_id}:{cw_message_id}"
+
+
+def note_posted(note_id: str) -> str:
+    """String: the Chatwoot message id of a note already posted (idempotency)."""
+    return f"{PREFIX}:map:note:{note_id}"
+
+
+def conversation(instance_id: InstanceId, chat_jid: str) -> str:
+    """String (JSON): cached Chatwoot contact and conversation of one chat."""
+    return f"{PREFIX}:conv:{instance_id}:{chat_jid}"
+
+
+def outbox(instance_id: InstanceId) -> str:
+    """Stream: agent messages waiting to be sent to WhatsApp by the serve owning the instance."""
+    return f"{PREFIX}:outbox:{instance_id}"
+
+
+def webhook_seen(kind: str, value: str) -> str:
+    """Flag: a webhook delivery or Chatwoot message already handled (dedupe)."""
+    return f"{PREFIX}:seen:{kind}:{value}"

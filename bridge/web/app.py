@@ -1,0 +1,70 @@
+"""The Starlette app of `ponte serve`: routes, and a lifespan that runs the supervisor.
+
+The webhook, the status endpoints and the instance supervisor share one asyncio loop. On
+shutdown (SIGTERM via uvicorn) the supervisor stops every sidecar after its auth writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from loguru import logger
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from bridge.config import Settings
+from bridge.dispatch import Dispatcher
+from bridge.outbound import OutboundSender
+from bridge.sidecar.supervisor import InstanceSupervisor
+from bridge.store import connection
+from bridge.store.registry import Registry
+from bridge.web.services import Services
+from bridge.web.status import global_status, healthz
+from bridge.web.webhook import chatwoot_webhook
+
+SWEEP_INTERVAL_SECONDS = 15.0
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        url = settings.redis_connection_url()
+        redis_async = connection.async_client(url)
+        redis_sync = connection.sync_client(url)
+        registry = Registry(redis_async)
+        dispatcher = Dispatcher(redis_async, redis_sync)
+        supervisor = InstanceSupervisor(settings, registry, dispatcher,
+                                        project_root=project_root)
+        supervisor.companions.append(
+            OutboundSender(settings, redis_async, dispatcher).consume)
+        services = Services(settings=settings, redis=redis_async, registry=registry,
+                            dispatcher=dispatcher, supervisor=supervisor)
+        app.state.services = services
+        await supervisor.resume()
+        sweeper = asyncio.create_task(dispatcher.run_sweeper(SWEEP_INTERVAL_SECONDS),
+                                      name="mailbox-sweeper")
+        logger.bind(port=settings.server_port).info("Ponte serve is up")
+        try:
+            yield
+        finally:
+            logger.info("Ponte serve is stopping")
+            sweeper.cancel()
+            await supervisor.shutdown()
+            await asyncio.gather(sweeper, return_exceptions=True)
+            await redis_async.aclose()
+            redis_sync.close()
+
+    return Starlette(
+        routes=[
+            Route("/webhook/chatwoot", chatwoot_webhook, methods=["POST"]),
+            # The original bridge's README documents this path: keep existing Chatwoot setups.
+            Route("/webhook/comando", chatwoot_webhook, methods=["POST"]),
+            Route("/global-status", global_status, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

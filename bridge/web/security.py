@@ -1,0 +1,60 @@
+"""Who may call us: Chatwoot's webhook signature or URL token, and the admin bearer token.
+
+Chatwoot v4.13 signs webhooks with `X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret,
+"<timestamp>.<raw body>")>` and `X-Chatwoot-Timestamp`; older versions sign nothing, so a secret
+token in the webhook URL (`?token=...`) is accepted instead. Comparisons are constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+from starlette.requests import Request
+
+from bridge.config import Settings
+
+
+class Unverified(Exception):
+    """The request is not from Chatwoot (or not fresh); the text says why."""
+
+
+def expected_signature(secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def verify_webhook(settings: Settings, request: Request, body: bytes,
+                   now: float | None = None) -> str:
+    """Return how the request was verified (`signature` or `token`); raise Unverified."""
+    signature = request.headers.get("x-chatwoot-signature")
+    if signature and settings.webhook_secret:
+        timestamp = request.headers.get("x-chatwoot-timestamp", "")
+        try:
+            age = abs((now or time.time()) - int(timestamp))
+        except ValueError:
+            raise Unverified("X-Chatwoot-Timestamp is missing or not a number") from None
+        if age > settings.webhook_max_skew_seconds:
+            raise Unverified("X-Chatwoot-Timestamp is too old or in the future")
+        for secret in settings.webhook_secret:
+            if hmac.compare_digest(
+                    expected_signature(secret.get_secret_value(), timestamp, body), signature):
+                return "signature"
+        raise Unverified("X-Chatwoot-Signature does not match")
+    if settings.webhook_token is not None:
+        token = request.query_params.get("token", "")
+        if token and hmac.compare_digest(token, settings.webhook_token.get_secret_value()):
+            return "token"
+        raise Unverified("missing or wrong token in the webhook URL")
+    raise Unverified("unsigned request, and no WEBHOOK_TOKEN is configured")
+
+
+def admin_allowed(settings: Settings, request: Request) -> bool:
+    """Admin endpoints: `Authorization: Bearer <SERVER_ADMIN_TOKEN>` when a token is set."""
+    if settings.server_admin_token is None:
+        return True
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip(), settings.server_admin_token.get_secret_value())

@@ -1,0 +1,143 @@
+"""`POST /webhook/chatwoot` (also `/webhook/comando`): verify, classify, queue, answer at once.
+
+Chatwoot gives a webhook 5 seconds, sends it once, and marks the agent's message failed when the
+answer is late or not 2xx; so nothing here waits on WhatsApp or on Chatwoot. Relayed are only
+messages an agent meant for the customer: `message_created`, outgoing, not private, from a user or
+agent bot, without `source_id` (ours carry one), in an inbox linked to an instance.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from loguru import logger
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from bridge.chatwoot.models import MessageWebhook
+from bridge.convert.to_whatsapp import recipient_jid
+from bridge.ids import make_instance_id
+from bridge.store import keys
+from bridge.store.outbox import Outbox, OutboxEntry
+from bridge.web import commands
+from bridge.web.security import Unverified, verify_webhook
+from bridge.web.services import Services
+
+DEDUPE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _answer(code: int, **body: Any) -> JSONResponse:
+    return JSONResponse(body, status_code=code)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def chatwoot_webhook(request: Request) -> JSONResponse:
+    services: Services = request.app.state.services
+    settings = services.settings
+    try:
+        body = await _read_body(request, settings.webhook_max_body_bytes)
+    except ClientDisconnect:
+        return _answer(400, error="client disconnected")
+    if body is None:
+        return _answer(413, error=f"body larger than {settings.webhook_max_body_bytes} bytes")
+    try:
+        verify_webhook(settings, request, body)
+    except Unverified as err:
+        logger.bind(path=request.url.path, reason=str(err)).warning("Webhook refused")
+        return _answer(401, error=f"unverified webhook: {err}")
+    try:
+        data = json.loads(body)
+    except ValueError as err:
+        return _answer(400, error=f"body is not valid JSON: {err}")
+    if not isinstance(data, dict):
+        return _answer(400, error="body must be a JSON object")
+    event = data.get("event")
+    if not isinstance(event, str) or not event:
+        return _answer(400, error="missing 'event' (a Chatwoot webhook names its event)")
+    delivery = request.headers.get("x-chatwoot-delivery")
+    if delivery and not await services.redis.set(
+            keys.webhook_seen("delivery", delivery), "1", nx=True, ex=DEDUPE_TTL_SECONDS):
+        return _answer(200, status="ignored", reason="duplicate delivery")
+    if event != "message_created":
+        return _answer(200, status="ignored", reason=f"event {event} is not handled")
+    try:
+        message = MessageWebhook.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in err.errors()[:5])
+        return _answer(422, error=f"message_created payload is incomplete: {problems}")
+    return await _route(services, message)
+
+
+async def _route(services: Services, message: MessageWebhook) -> JSONResponse:
+    if commands.may_carry_command(message):
+        command = commands.parse(message.content, services.settings.webhook_command_keyword)
+        if command is not None:
+            outcome = await commands.handle(services, message, command)
+            if outcome != "not_a_command":
+                return _answer(200, status="command", outcome=outcome)
+    skip = _why_not_relayed(message)
+    if skip:
+        return _answer(200, status="ignored", reason=skip)
+    return await _relay(services, message)
+
+
+def _why_not_relayed(message: MessageWebhook) -> str | None:
+    if message.direction != "outgoing":
+        return f"{message.direction} message"
+    if message.private:
+        return "private note"
+    if message.source_id:
+        return "posted by the bridge"
+    if message.sender_kind not in ("user", "agent_bot"):
+        return "not from an agent"
+    return None
+
+
+async def _relay(services: Services, message: MessageWebhook) -> JSONResponse:
+    account_id, conversation_id = message.account.id, message.conversation.id
+    try:
+        instance_id = make_instance_id(account_id, message.inbox.id)
+    except ValueError:
+        return _answer(422, error="account.id and inbox.id must be positive integers")
+    if await services.registry.get(instance_id) is None:
+        return _answer(200, status="ignored", reason="inbox is not linked to WhatsApp")
+    # Chatwoot may fire message_created twice for one message.
+    if not await services.redis.set(keys.webhook_seen("cw", f"{account_id}:{message.id}"), "1",
+                                    nx=True, ex=DEDUPE_TTL_SECONDS):
+        return _answer(200, status="ignored", reason="duplicate message")
+    texts = services.texts
+    jid = recipient_jid(message)
+    if jid is None:
+        await services.dispatcher.note(account_id, conversation_id, texts.send_failed.format(
+            reason=texts.reason_invalid_recipient))
+        return _answer(200, status="failed", reason="no WhatsApp recipient in the conversation")
+    runner = services.supervisor.runner(instance_id)
+    if runner is None or not runner.alive:
+        await services.dispatcher.note(account_id, conversation_id, texts.send_failed.format(
+            reason=texts.reason_not_connected))
+        return _answer(200, status="failed", reason="instance is not running")
+    if message.attachments:
+        await services.dispatcher.note(account_id, conversation_id, texts.attachments_not_sent)
+    if not (message.content or "").strip():
+        return _answer(200, status="ignored", reason="no text to send")
+    await Outbox(services.redis, instance_id).append(OutboxEntry(
+        account_id=account_id, conversation_id=conversation_id, cw_message_id=message.id,
+        jid=jid, text=message.content or "", at=time.time()))
+    logger.bind(instance=instance_id, cw_message_id=message.id,
+                conversation_id=conversation_id).debug("Agent message queued for WhatsApp")
+    return _answer(200, status="queued")
