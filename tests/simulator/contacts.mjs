@@ -12,8 +12,11 @@ const stripPrefix = pub => (pub.length === 33 ? Buffer.from(pub.subarray(1)) : B
 
 /** In-memory libsignal storage; SessionRecord objects are kept as they are. */
 class MemorySignalStore {
-	constructor() {
-		this.identity = keyhelper.generateIdentityKeyPair(); // {pubKey(33), privKey(32)}
+	constructor(identity) {
+		// {pubKey(33), privKey(32)}; `identity` is a Baileys-style {public(32), private(32)} pair when given
+		this.identity = identity
+			? { pubKey: withPrefix(identity.public), privKey: Buffer.from(identity.private) }
+			: keyhelper.generateIdentityKeyPair();
 		this.registrationId = keyhelper.generateRegistrationId();
 		this.signedPreKey = keyhelper.generateSignedPreKey(this.identity, randomInt(1, 2 ** 23));
 		this.preKeys = new Map();
@@ -119,11 +122,12 @@ export const summarizeMessage = message => {
 };
 
 export class Contact {
-	constructor({ phone, lid, pushName }) {
+	/** `identity` (optional, {public, private}) fixes the Signal identity, e.g. the primary phone's account key. */
+	constructor({ phone, lid, pushName, identity }) {
 		this.phone = String(phone);
 		this.lid = String(lid || randomLid());
 		this.pushName = pushName || `Contact ${this.phone.slice(-4)}`;
-		this.store = new MemorySignalStore();
+		this.store = new MemorySignalStore(identity);
 		/** messages this contact received from linked devices, in order */
 		this.received = [];
 		/** messages this contact sent, with delivery state per device */

@@ -2,6 +2,7 @@
 // side of pairing, contacts exchanging Signal-encrypted 1:1 messages with linked devices, receipts, and error
 // injection. The HTTP control surface lives in control.mjs; the entry point is server.mjs.
 import { randomBytes } from 'node:crypto';
+import { deflateSync } from 'node:zlib';
 import {
 	Curve,
 	getAllBinaryNodeChildren,
@@ -43,7 +44,13 @@ export const DEFAULT_CONFIG = Object.freeze({
 	/** <failure reason=N> for the next `fail_logins.count` logins (e.g. {reason: 403, count: 1}); null = off */
 	fail_logins: null,
 	/** platform name in <pair-success> */
-	platform: 'android'
+	platform: 'android',
+	/**
+	 * after a device's first login the phone sends an INITIAL_BOOTSTRAP history sync notification (inline payload with
+	 * the contacts' PN→LID mappings) and the app-state sync answers empty collections, so Baileys leaves its
+	 * 20-second AwaitingInitialSync buffering at once, as with a real phone
+	 */
+	initial_sync: true
 });
 
 /** Builds a binary node with string attributes (the encoder silently mangles non-string attribute values). */
@@ -329,6 +336,10 @@ class Connection {
 		if (this.sim.config.offline_ib) {
 			this.send(mkNode('ib', {}, [mkNode('offline', { count: String(queue.length) })]));
 		}
+		if (this.sim.config.initial_sync && !this.device.initialSyncSent) {
+			this.device.initialSyncSent = true;
+			this.sim.sendInitialSync(this).catch(err => this.sim.log('warn', `initial sync for ${this.device?.jid} failed: ${err.stack}`));
+		}
 		this.sim.emitReady(this);
 	}
 
@@ -389,6 +400,13 @@ class Connection {
 				return this.send(this.result(node, [mkNode('props', { protocol: '1' }, [])]));
 			case 'md':
 				return this.onMdIq(node, child);
+			case 'w:sync:app:state': {
+				// app-state sync: every requested collection is empty and complete
+				const collections = getBinaryNodeChildren(child, 'collection').map(c =>
+					mkNode('collection', { name: c.attrs.name, version: c.attrs.version || '0' })
+				);
+				return this.send(this.result(node, [mkNode('sync', {}, collections)]));
+			}
 			case 'w:m':
 				if (child?.tag === 'media_conn') {
 					return this.send(
@@ -758,6 +776,39 @@ export class Simulator {
 			noise_key: device.noiseKey,
 			device_signature_valid: device.signatureValid
 		};
+	}
+
+	/** The phone (device 0 of the account) sends the companion its initial history sync notification. */
+	async sendInitialSync(conn) {
+		const device = conn.device;
+		const account = device.account;
+		account.phoneSender ||= new Contact({ phone: account.phone, lid: account.lid, pushName: account.pushName, identity: account.identity });
+		const T = proto.HistorySync.HistorySyncType.INITIAL_BOOTSTRAP;
+		const history = proto.HistorySync.encode({
+			syncType: T,
+			conversations: [],
+			progress: 100,
+			chunkOrder: 0,
+			phoneNumberToLidMappings: [...this.contacts.values()].map(c => ({ pnJid: c.pnJid, lidJid: c.lidJid }))
+		}).finish();
+		const message = {
+			protocolMessage: {
+				type: proto.Message.ProtocolMessage.Type.HISTORY_SYNC_NOTIFICATION,
+				historySyncNotification: {
+					syncType: T,
+					progress: 100,
+					chunkOrder: 0,
+					fileLength: history.length,
+					initialHistBootstrapInlinePayload: deflateSync(history)
+				}
+			}
+		};
+		const { type, ciphertext } = await account.phoneSender.encryptFor(device, message);
+		conn.send(
+			mkNode('message', { from: account.pnJid, id: newMessageId(), t: unixNow(), type: 'text', category: 'peer', push_priority: 'high_force' }, [
+				mkNode('enc', { v: '2', type }, ciphertext)
+			])
+		);
 	}
 
 	unlinkDevice(device, { notify = true } = {}) {

@@ -73,6 +73,9 @@ const connect = async () => {
 		emit('messages.upsert', { type, messages: list });
 	});
 	mine.ev.on('messages.update', updates => emit('messages.update', updates));
+	mine.ev.on('messaging-history.set', h =>
+		emit('messaging-history.set', { syncType: h.syncType, isLatest: h.isLatest, chats: h.chats.length, lidPnMappings: h.lidPnMappings ?? [] })
+	);
 	mine.ev.on('messages.reaction', r => emit('messages.reaction', r));
 };
 
@@ -84,7 +87,7 @@ const commands = {
 		return { ok: true };
 	},
 	requestPairingCode: async ({ phone, code }) => sock.requestPairingCode(phone, code),
-	sendMessage: async ({ jid, content, quotedId, keyOf }) => {
+	sendMessage: async ({ jid, content, quotedId }) => {
 		const options = {};
 		if (quotedId) {
 			options.quoted = messages.get(quotedId);
@@ -103,8 +106,9 @@ const commands = {
 		if (typeof c.delete === 'string') {
 			c.delete = messages.get(c.delete)?.key;
 		}
-		void keyOf;
 		const sent = await sock.sendMessage(jid, c, options);
+		// store right away: the 'append' upsert may sit in Baileys' event buffer for a while
+		messages.set(sent.key.id, sent);
 		return { key: sent.key, message: sent.message };
 	},
 	readMessages: async ({ ids }) => {

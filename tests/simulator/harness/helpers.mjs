@@ -202,7 +202,7 @@ export class Client {
 /** Pairs a fresh client by QR; returns { client, pairing, timings }. */
 export const pairClient = async (sim, { phone = '5511999990000', lid, clientOpts = {}, startOpts = {} } = {}) => {
 	const client = new Client(clientOpts);
-	const t0 = Date.now();
+	const t0 = client.spawnedAt;
 	await client.start(sim, startOpts);
 	const qrEv = await client.waitQr();
 	const tQr = Date.now();
