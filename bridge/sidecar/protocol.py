@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from bridge.errors import ProtocolError
 
@@ -21,7 +21,7 @@ CommandId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 class Frame(BaseModel):
     # Newer sidecars may add optional fields; a receiver ignores what it does not know.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 class Me(Frame):
@@ -73,6 +73,19 @@ class ConnectionEvent(Frame):
     is_new_login: bool = False
     will_reconnect: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _required_by_state(cls, data: Any) -> Any:
+        # Mirrors the schema's if/then: `open` names the account, `close` says why.
+        if isinstance(data, dict):
+            if data.get("state") == "open" and not data.get("me"):
+                raise ValueError("an open connection must carry `me`")
+            if data.get("state") == "close":
+                missing = [k for k in ("status_code", "reason", "will_reconnect") if k not in data]
+                if missing:
+                    raise ValueError(f"a close must carry {', '.join(missing)}")
+        return data
+
 
 class MessageEvent(Frame):
     """A message arrived, or was sent from the phone or by us (Baileys `messages.upsert`)."""
@@ -99,6 +112,12 @@ class ResultEvent(Frame):
     data: dict[str, Any] | None = None
     error: ResultError | None = None
 
+    @model_validator(mode="after")
+    def _data_xor_error(self) -> ResultEvent:
+        if self.ok != (self.data is not None) or self.ok == (self.error is not None):
+            raise ValueError("ok:true carries `data` only, ok:false carries `error` only")
+        return self
+
 
 class FatalEvent(Frame):
     """The sidecar cannot run this instance (exits 78 right after); do not restart it."""
@@ -112,7 +131,7 @@ SidecarEvent = Annotated[
     ReadyEvent | QrEvent | ConnectionEvent | MessageEvent | ResultEvent | FatalEvent,
     Field(discriminator="type"),
 ]
-_EVENT_ADAPTER: TypeAdapter[SidecarEvent] = TypeAdapter(SidecarEvent)
+_EVENT_ADAPTER: TypeAdapter[SidecarEvent] = TypeAdapter(SidecarEvent)  # type: ignore[arg-type]
 EVENT_TYPES = frozenset({"ready", "qr", "connection", "message", "result", "fatal"})
 
 

@@ -93,6 +93,7 @@ class InstanceRunner:
         self.process: SidecarProcess | None = None
         self.restarts = 0
         self.last_error: str | None = None
+        self.last_close_code: int | None = None
         self.current_qr: str | None = None
         self._stop_requested = asyncio.Event()
         self._open = asyncio.Event()
@@ -142,7 +143,7 @@ class InstanceRunner:
             rss_bytes=process.rss_bytes() if process else None,
             started_at=process.started_at if process else None, restarts=self.restarts,
             last_error=self.last_error,
-            last_close_code=self._last_close.status_code if self._last_close else None,
+            last_close_code=self.last_close_code,
             qr_pending=self.current_qr is not None)
 
     # --- control --------------------------------------------------------------------------
@@ -351,6 +352,7 @@ class InstanceRunner:
             return
         # close
         self._last_close = event
+        self.last_close_code = event.status_code
         if event.will_reconnect:
             self._set_connection(ConnectionState.CONNECTING)
         else:

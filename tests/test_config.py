@@ -1,0 +1,93 @@
+"""Settings: the original bridge's names, clear refusals, derived values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import load_settings
+from bridge.errors import ConfigError
+
+REQUIRED = {"chatwoot_base_url": "https://cw.example.com", "chatwoot_api_access_token": "tok",
+            "webhook_token": "hook"}
+
+
+def settings(**values: object):  # type: ignore[no-untyped-def]
+    return load_settings(_env_file=None, **values)
+
+
+def test_missing_chatwoot_settings_are_named_in_one_message(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    for name in ("CHATWOOT_BASE_URL", "CHATWOOT_API_ACCESS_TOKEN", "WEBHOOK_SECRET",
+                 "WEBHOOK_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError) as caught:
+        settings().check_required()
+    message = str(caught.value)
+    for name in ("CHATWOOT_BASE_URL", "CHATWOOT_API_ACCESS_TOKEN",
+                 "WEBHOOK_SECRET or WEBHOOK_TOKEN", ".env.example"):
+        assert name in message
+
+
+def test_original_bridge_env_file_is_understood(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "SERVER_PORT=3001\nSERVER_LOG_LEVEL=info\nMAX_WORKERS=0\n"
+        "BAILEYS_AUTH_SESSIONS_PARENT_DIR=automation_auth_sessions\n"
+        "BAILEYS_BROWSER_NAME=ChatwootDynamicBridge\nBAILEYS_LOG_LEVEL_INSTANCE=warn\n"
+        "BAILEYS_RECONNECT_DELAY_MS=10000\nBAILEYS_MAX_QR_SEND_ATTEMPTS=4\n"
+        "CHATWOOT_BASE_URL=https://cw.example.com\nCHATWOOT_API_ACCESS_TOKEN=abc123\n"
+        "CHATWOOT_API_TIMEOUT=15000\nDEFAULT_CHATWOOT_ACCOUNT_ID=1\n"
+        "DEFAULT_RELAY_CHATWOOT_INBOX_ID=0\nWEBHOOK_COMMAND_KEYWORD=Erga\n"
+        "WEBHOOK_AUTHORIZED_PHONE_NUMBERS=+5585999999999, +55 (11) 98888-7777\n"
+        "REDIS_URL=redis://localhost:6379\nREDIS_USER=ponte\nREDIS_PASSWORD=s3cr:t\n"
+        "CHATWOOT_QUEUE_WORKER_LOG_LEVEL=info\nCHATWOOT_QUEUE_CONCURRENCY=5\n"
+        "BULLMQ_JOB_ATTEMPTS=3\nBULLMQ_JOB_BACKOFF_DELAY=5000\nWEBHOOK_TOKEN=t\n")
+    s = load_settings(_env_file=env)
+    s.check_required()
+    assert s.server_port == 3001
+    assert s.sessions_dir == Path("automation_auth_sessions")
+    assert s.baileys_log_level_instance == "warning"
+    assert s.baileys_reconnect_delay_ms == 10000
+    assert s.webhook_command_keyword == "erga"
+    assert s.webhook_authorized_phone_numbers == ["+5585999999999", "+5511988887777"]
+    assert s.redis_connection_url() == "redis://ponte:s3cr%3At@localhost:6379"
+    assert s.bullmq_job_attempts == 3
+    assert s.chatwoot_language == "pt_BR"
+
+
+def test_malformed_value_is_refused_with_its_variable_named() -> None:
+    with pytest.raises(ConfigError, match="SERVER_PORT"):
+        settings(server_port="http")
+    with pytest.raises(ConfigError, match="WEBHOOK_AUTHORIZED_PHONE_NUMBERS"):
+        settings(webhook_authorized_phone_numbers="call-me-maybe")
+    with pytest.raises(ConfigError, match="BAILEYS_WA_VERSION"):
+        settings(baileys_wa_version="latest")
+    with pytest.raises(ConfigError, match="CHATWOOT_LANGUAGE"):
+        settings(chatwoot_language="fr")
+
+
+def test_example_placeholders_are_refused() -> None:
+    with pytest.raises(ConfigError, match="placeholder"):
+        settings(**{**REQUIRED, "chatwoot_api_access_token": "seu-token-de-api"}
+                 ).check_required()
+    with pytest.raises(ConfigError, match="http"):
+        settings(**{**REQUIRED, "chatwoot_base_url": "chatwoot.local"}).check_required()
+
+
+def test_unset_redis_means_embedded_on_a_private_socket(tmp_path: Path) -> None:
+    s = settings(**REQUIRED, server_data_dir=tmp_path)
+    assert s.embedded_redis
+    assert s.redis_connection_url() == f"unix://{tmp_path.resolve()}/redis/redis.sock"
+    assert not settings(**REQUIRED, redis_url="redis://r:6379/2").embedded_redis
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        settings(**REQUIRED, redis_url="http://r").redis_connection_url()
+
+
+def test_secrets_never_show_in_the_settings_repr() -> None:
+    s = settings(**REQUIRED, webhook_secret="shh-1,shh-2", server_admin_token="adm")
+    text = repr(s) + str(s)
+    for secret in ("tok", "shh-1", "shh-2", "adm"):
+        assert f"'{secret}'" not in text
+    assert [x.get_secret_value() for x in s.webhook_secret] == ["shh-1", "shh-2"]

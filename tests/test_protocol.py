@@ -1,0 +1,97 @@
+"""The seam: golden lines against the JSON Schema, and the Python decoder against both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from bridge.errors import ProtocolError
+from bridge.sidecar.protocol import (
+    PROTOCOL_VERSION,
+    ConnectionEvent,
+    LogoutCommand,
+    MessageEvent,
+    SendTextCommand,
+    ShutdownCommand,
+    UnknownEventType,
+    decode_event,
+    encode_command,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden" / "protocol"
+SCHEMA = json.loads((ROOT / "docs" / "protocol.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+COMMAND_TYPES = {"send_text", "logout", "shutdown"}
+
+
+def lines(name: str) -> list[str]:
+    return [line for line in (GOLDEN / name).read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("line", lines("events.jsonl") + lines("commands.jsonl"))
+def test_golden_line_matches_schema(line: str) -> None:
+    errors = [e.message for e in VALIDATOR.iter_errors(json.loads(line))]
+    assert errors == []
+
+
+@pytest.mark.parametrize("line", lines("invalid.jsonl"))
+def test_invalid_golden_line_is_refused_by_schema(line: str) -> None:
+    assert not VALIDATOR.is_valid(json.loads(line))
+
+
+@pytest.mark.parametrize("line", lines("events.jsonl"))
+def test_decoder_accepts_every_golden_event(line: str) -> None:
+    event = decode_event(line.encode())
+    assert event.type == json.loads(line)["type"]
+
+
+@pytest.mark.parametrize("line", [
+    line for line in lines("invalid.jsonl")
+    if isinstance(json.loads(line), list) or json.loads(line).get("type") not in COMMAND_TYPES
+])
+def test_decoder_refuses_invalid_events(line: str) -> None:
+    with pytest.raises(ProtocolError):
+        decode_event(line.encode())
+
+
+def test_decoder_refuses_garbage_with_a_reason() -> None:
+    with pytest.raises(ProtocolError, match="not JSON"):
+        decode_event(b"Opening session: SessionEntry {")
+    with pytest.raises(ProtocolError, match="not a JSON object"):
+        decode_event(b"[1, 2]")
+    with pytest.raises(UnknownEventType):
+        decode_event(b'{"type":"teleport"}')
+    with pytest.raises(ProtocolError, match="state"):
+        decode_event(b'{"type":"connection","state":"half-open"}')
+
+
+def test_decoder_ignores_fields_a_newer_sidecar_adds() -> None:
+    event = decode_event(b'{"type":"connection","state":"connecting","rtt_ms":12}')
+    assert isinstance(event, ConnectionEvent) and event.state == "connecting"
+
+
+def test_message_event_keeps_baileys_json_untouched() -> None:
+    line = lines("events.jsonl")[-7]
+    event = decode_event(line.encode())
+    assert isinstance(event, MessageEvent)
+    assert event.message == json.loads(line)["message"]
+
+
+@pytest.mark.parametrize("command", [
+    SendTextCommand(id="c1", jid="5511988887777@s.whatsapp.net", text="Olá"),
+    LogoutCommand(id="c2"),
+    ShutdownCommand(id="c3"),
+])
+def test_encoded_commands_match_schema(command: SendTextCommand) -> None:
+    line = encode_command(command)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert VALIDATOR.is_valid(json.loads(line))
+
+
+def test_protocol_version_matches_schema_and_docs() -> None:
+    assert PROTOCOL_VERSION == 1
+    assert "version 1" in (ROOT / "docs" / "protocol.md").read_text().splitlines()[0]
