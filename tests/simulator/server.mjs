@@ -30,7 +30,16 @@ export const startSimulator = async ({ port = 0, host = '127.0.0.1', log = makeL
 	server.on('upgrade', (req, socket, head) => {
 		const reject = sim.config.reject_ws_upgrade;
 		if (reject) {
-			socket.end(`HTTP/1.1 ${Number(reject)} Simulated\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+			sim.counters.rejected_upgrades++;
+			socket.on('error', () => {});
+			if (sim.config.reject_ws_upgrade_close) {
+				// closing right away leaves rc14 hanging in 'connecting' (no timeout fires after the response)
+				socket.end(`HTTP/1.1 ${Number(reject)} Simulated\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+			} else {
+				// like a proxy keeping the connection alive: the client times out after connectTimeoutMs (408)
+				socket.write(`HTTP/1.1 ${Number(reject)} Simulated\r\nContent-Length: 0\r\n\r\n`);
+				setTimeout(() => socket.destroy(), 60000).unref();
+			}
 			return;
 		}
 		wss.handleUpgrade(req, socket, head, ws => {

@@ -35,6 +35,8 @@ export const DEFAULT_CONFIG = Object.freeze({
 	answer_pings: true,
 	/** HTTP status to answer WS upgrades with instead of upgrading (null = accept) */
 	reject_ws_upgrade: null,
+	/** with reject_ws_upgrade: close the TCP connection after the response (default: keep it open, like a proxy) */
+	reject_ws_upgrade_close: false,
 	/** send <ib><edge_routing> after login (the client then prefixes its intro with 'ED' + routing info) */
 	edge_routing: true,
 	/** send <ib><offline count=N/> after login (with any queued offline stanzas before it) */
@@ -577,6 +579,7 @@ export class Simulator {
 			decrypt_failures: 0,
 			receipts_from_client: 0,
 			receipts_to_client: 0,
+			rejected_upgrades: 0,
 			kicks: 0
 		};
 	}
