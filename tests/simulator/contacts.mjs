@@ -132,6 +132,8 @@ export class Contact {
 		this.received = [];
 		/** messages this contact sent, with delivery state per device */
 		this.sent = [];
+		/** decrypted media the linked number sent, by message id */
+		this.mediaPlain = new Map();
 		this.receiptMode = 'read'; // 'read' | 'delivery' | 'none'
 	}
 

@@ -31,6 +31,23 @@ const readJson = req =>
 		req.on('error', reject);
 	});
 
+const readRaw = req =>
+	new Promise((resolve, reject) => {
+		const chunks = [];
+		let size = 0;
+		req.on('data', c => {
+			size += c.length;
+			if (size > MAX_BODY) {
+				reject(new HttpError(413, 'body too large'));
+				req.destroy();
+				return;
+			}
+			chunks.push(c);
+		});
+		req.on('end', () => resolve(Buffer.concat(chunks)));
+		req.on('error', reject);
+	});
+
 const sendJson = (res, status, body) => {
 	const data = Buffer.from(JSON.stringify(body));
 	res.writeHead(status, { 'content-type': 'application/json', 'content-length': data.length });
@@ -41,6 +58,12 @@ export const makeControlHandler = sim => {
 	const routes = {
 		'GET /admin/state': () => sim.state(),
 		'GET /admin/root-key': () => ({ root_key: sim.root.public.toString('base64') }),
+		'GET /admin/tls-cert': () => {
+			if (!sim.tlsCert) {
+				throw new HttpError(404, 'no TLS certificate (openssl was not available at startup)');
+			}
+			return { pem: sim.tlsCert };
+		},
 		'POST /admin/reset': () => {
 			sim.reset();
 			return { ok: true };
@@ -86,6 +109,27 @@ export const makeControlHandler = sim => {
 				}
 				res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': blob.length });
 				res.end(blob);
+				return;
+			}
+			if (req.method === 'GET' && url.pathname.startsWith('/v/sim/')) {
+				const up = sim.uploads.get(url.pathname.slice('/v/sim/'.length));
+				if (!up) {
+					sendJson(res, 404, { error: 'no such upload' });
+					return;
+				}
+				res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': up.blob.length });
+				res.end(up.blob);
+				return;
+			}
+			if (req.method === 'POST' && /^\/(mms|product|pps)\//.test(url.pathname)) {
+				// Baileys' media upload (always https://<media_conn host>/mms/<type>/<token>?auth=…&token=…)
+				sendJson(res, 200, sim.storeUpload(url.pathname, url.searchParams, await readRaw(req)));
+				return;
+			}
+			if (req.method === 'GET' && url.pathname === '/admin/received-media') {
+				const bytes = sim.receivedMedia(url.searchParams.get('phone'), url.searchParams.get('id'));
+				res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length });
+				res.end(bytes);
 				return;
 			}
 			if (url.pathname === '/healthz') {

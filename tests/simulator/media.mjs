@@ -1,6 +1,6 @@
 // Incoming media: WhatsApp media crypto (lib/Utils/messages-media.js) and a blob store served at GET /media/<id>.
 // Messages carry `url` and NO directPath, so Baileys downloads from the url as given (plain local HTTP).
-import { createCipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import { getMediaKeys } from '@whiskeysockets/baileys';
 
 export const MEDIA_KINDS = {
@@ -59,4 +59,33 @@ export const buildMediaMessage = async ({ kind, bytes, mimetype, caption, fileNa
 		body.fileName = fileName || 'file';
 	}
 	return { message: { [spec.field]: body }, mediaId, url, mediaType: spec.mediaType };
+};
+
+/** Decrypts an uploaded blob (ciphertext || 10-byte MAC); returns { plain, macOk }. */
+export const decryptMedia = async (blob, mediaKey, mediaType) => {
+	const { iv, cipherKey, macKey } = await getMediaKeys(Buffer.from(mediaKey), mediaType);
+	const enc = blob.subarray(0, blob.length - 10);
+	const mac = blob.subarray(blob.length - 10);
+	const macOk = createHmac('sha256', macKey).update(iv).update(enc).digest().subarray(0, 10).equals(mac);
+	const aes = createDecipheriv('aes-256-cbc', cipherKey, iv);
+	return { plain: Buffer.concat([aes.update(enc), aes.final()]), macOk };
+};
+
+/** Media type (HKDF info) of the media field in a proto.Message, or null. */
+export const mediaOf = message => {
+	const m = message?.deviceSentMessage?.message || message || {};
+	for (const [field, mediaType] of [
+		['imageMessage', 'image'],
+		['videoMessage', 'video'],
+		['ptvMessage', 'video'],
+		['audioMessage', 'audio'],
+		['documentMessage', 'document'],
+		['stickerMessage', 'sticker']
+	]) {
+		if (m[field]) {
+			return { field, mediaType, body: m[field] };
+		}
+	}
+	const doc = m.documentWithCaptionMessage?.message?.documentMessage;
+	return doc ? { field: 'documentMessage', mediaType: 'document', body: doc } : null;
 };

@@ -3,10 +3,13 @@
 // PONTE_SIM_LOG=error|warn|info|debug (default info). PONTE_SIM_ROOT_SEED changes the test root key (see root-key.mjs).
 import './quiet-console.mjs'; // must stay first: keeps libsignal's console output off stdout
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createNetServer } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { WebSocketServer } from 'ws';
 import { makeControlHandler } from './control.mjs';
 import { Simulator } from './simulator.mjs';
+import { makeSelfSignedCert } from './tls.mjs';
 
 const LEVELS = { error: 0, warn: 1, info: 2, debug: 3 };
 
@@ -19,15 +22,17 @@ export const makeLogger = (level = process.env.PONTE_SIM_LOG || 'info') => {
 	};
 };
 
-/** Starts the simulator; resolves with { sim, server, port, close() }. */
-export const startSimulator = async ({ port = 0, host = '127.0.0.1', log = makeLogger() } = {}) => {
+/**
+ * Starts the simulator; resolves with { sim, server, port, close() }.
+ * One loopback port serves plain HTTP + ws:// and, when openssl made a certificate, HTTPS + wss:// (the first byte of
+ * each TCP connection tells TLS (0x16) from plain HTTP). HTTPS is what Baileys uses for media uploads.
+ */
+export const startSimulator = async ({ port = 0, host = '127.0.0.1', log = makeLogger(), tls = makeSelfSignedCert() } = {}) => {
 	const sim = new Simulator({ log });
+	sim.tlsCert = tls?.cert ?? null;
 	const control = makeControlHandler(sim);
-	const server = createServer((req, res) => {
-		control(req, res);
-	});
 	const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
-	server.on('upgrade', (req, socket, head) => {
+	const onUpgrade = (req, socket, head) => {
 		const reject = sim.config.reject_ws_upgrade;
 		if (reject) {
 			sim.counters.rejected_upgrades++;
@@ -45,6 +50,24 @@ export const startSimulator = async ({ port = 0, host = '127.0.0.1', log = makeL
 		wss.handleUpgrade(req, socket, head, ws => {
 			sim.acceptConnection(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`);
 		});
+	};
+	const httpServer = createServer((req, res) => control(req, res));
+	httpServer.on('upgrade', onUpgrade);
+	const httpsServer = tls ? createHttpsServer({ key: tls.key, cert: tls.cert }, (req, res) => control(req, res)) : null;
+	httpsServer?.on('upgrade', onUpgrade);
+	httpsServer?.on('tlsClientError', () => {});
+	const sockets = new Set();
+	const server = createNetServer(socket => {
+		sockets.add(socket);
+		socket.on('close', () => sockets.delete(socket));
+		socket.on('error', () => {});
+		socket.once('data', chunk => {
+			socket.pause();
+			socket.unshift(chunk);
+			const target = chunk[0] === 0x16 && httpsServer ? httpsServer : httpServer;
+			target.emit('connection', socket);
+			process.nextTick(() => socket.resume());
+		});
 	});
 	await new Promise((resolve, reject) => {
 		server.once('error', reject);
@@ -61,7 +84,9 @@ export const startSimulator = async ({ port = 0, host = '127.0.0.1', log = makeL
 					c.terminate();
 				}
 				wss.close();
-				server.closeAllConnections?.();
+				for (const s of sockets) {
+					s.destroy();
+				}
 				server.close(() => resolve());
 			})
 	};

@@ -1,7 +1,7 @@
 // Simulated WhatsApp Web server state and protocol: connections (Noise, registration, login), the primary phone's
 // side of pairing, contacts exchanging Signal-encrypted 1:1 messages with linked devices, receipts, and error
 // injection. The HTTP control surface lives in control.mjs; the entry point is server.mjs.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { deflateSync } from 'node:zlib';
 import {
 	Curve,
@@ -14,7 +14,7 @@ import {
 } from '@whiskeysockets/baileys';
 import { makeCertChain } from './certs.mjs';
 import { Contact, summarizeMessage } from './contacts.mjs';
-import { buildMediaMessage } from './media.mjs';
+import { buildMediaMessage, decryptMedia, mediaOf } from './media.mjs';
 import { encodeFrame, FrameReader, NoiseResponder } from './noise.mjs';
 import {
 	Account,
@@ -565,6 +565,8 @@ export class Simulator {
 		this.connections = new Set();
 		this.refs = new Map();
 		this.media = new Map();
+		/** blobs the linked devices uploaded: id → { blob, path, token, at } */
+		this.uploads = new Map();
 		this.config = { ...DEFAULT_CONFIG };
 		this.nextConnId = this.nextConnId || 1;
 		this.counters = {
@@ -580,6 +582,7 @@ export class Simulator {
 			receipts_from_client: 0,
 			receipts_to_client: 0,
 			rejected_upgrades: 0,
+			uploads: 0,
 			kicks: 0
 		};
 	}
@@ -590,6 +593,45 @@ export class Simulator {
 
 	hostForMedia() {
 		return `127.0.0.1:${this.port}`;
+	}
+
+	storeUpload(path, params, blob) {
+		const id = randomBytes(12).toString('hex');
+		this.uploads.set(id, { blob, path, token: params.get('token'), at: Date.now() });
+		this.counters.uploads++;
+		return { url: `https://${this.hostForMedia()}/v/sim/${id}`, direct_path: `/v/sim/${id}?ccb=sim`, ts: Math.floor(Date.now() / 1000) };
+	}
+
+	/** Finds the upload a media message points to (directPath or url) and decrypts it. */
+	async decryptUploaded(message) {
+		const media = mediaOf(message);
+		if (!media) {
+			return null;
+		}
+		const ref = media.body.directPath || media.body.url || '';
+		const m = /\/v\/sim\/([0-9a-f]+)/.exec(ref);
+		const up = m && this.uploads.get(m[1]);
+		if (!up) {
+			return { found: false };
+		}
+		const { plain, macOk } = await decryptMedia(up.blob, media.body.mediaKey, media.mediaType);
+		const sha = createHash('sha256').update(plain).digest();
+		return {
+			found: true,
+			plain,
+			mac_ok: macOk,
+			sha256_ok: media.body.fileSha256 ? sha.equals(Buffer.from(media.body.fileSha256)) : null,
+			size: plain.length
+		};
+	}
+
+	receivedMedia(phone, id) {
+		const contact = this.contactByPhone(phone);
+		const bytes = contact.mediaPlain.get(id);
+		if (!bytes) {
+			throw new HttpError(404, `no decrypted media for message ${id}`);
+		}
+		return bytes;
 	}
 
 	setConfig(patch) {
@@ -1199,6 +1241,16 @@ export class Simulator {
 			...summarizeMessage(decrypted),
 			raw: messageToJSON(decrypted)
 		};
+		if (entry.media) {
+			const dec = await this.decryptUploaded(decrypted).catch(err => ({ found: true, error: err.message }));
+			if (dec) {
+				const { plain, ...info } = dec;
+				entry.media = { ...entry.media, ...info };
+				if (plain) {
+					contact.mediaPlain.set(id, plain);
+				}
+			}
+		}
 		const existing = contact.received.findIndex(m => m.id === id);
 		if (existing >= 0) {
 			contact.received[existing] = entry; // a retry resend of the same message

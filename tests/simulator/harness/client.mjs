@@ -2,6 +2,7 @@
 // Started with: fork(client.mjs, { execArgv: ['--import', cert-preload.mjs] }) so the preload applies.
 // Parent → child: {reqId, cmd, ...args}; child → parent: {reqId, ok, result|error} and {ev, data, at}.
 import { mkdirSync } from 'node:fs';
+import { Agent } from 'node:https';
 import pino from 'pino';
 import makeWASocket, {
 	BufferJSON,
@@ -42,7 +43,9 @@ const connect = async () => {
 		keepAliveIntervalMs: opts.keepAliveIntervalMs ?? 30000,
 		qrTimeout: opts.qrTimeout,
 		defaultQueryTimeoutMs: opts.defaultQueryTimeoutMs ?? 20000,
-		getMessage: async key => messages.get(key.id)?.message ?? undefined
+		getMessage: async key => messages.get(key.id)?.message ?? undefined,
+		// uploads go to the simulator's HTTPS side; trust its throw-away certificate
+		fetchAgent: opts.tlsCaPem ? new Agent({ ca: opts.tlsCaPem }) : undefined
 	});
 	const mine = sock;
 	mine.ev.on('creds.update', async update => {
@@ -89,6 +92,12 @@ const commands = {
 	requestPairingCode: async ({ phone, code }) => sock.requestPairingCode(phone, code),
 	sendMessage: async ({ jid, content, quotedId }) => {
 		const options = {};
+		// media as base64 in IPC: {image|document|...: {b64}}
+		for (const kind of ['image', 'video', 'audio', 'document', 'sticker']) {
+			if (content[kind]?.b64) {
+				content = { ...content, [kind]: Buffer.from(content[kind].b64, 'base64') };
+			}
+		}
 		if (quotedId) {
 			options.quoted = messages.get(quotedId);
 			if (!options.quoted) {

@@ -15,7 +15,8 @@ describe('messaging through the simulator', () => {
 	let bob;
 	before(async () => {
 		sim = await startSim();
-		({ client } = await pairClient(sim, { phone: ME }));
+		const { pem } = await sim.get('/admin/tls-cert');
+		({ client } = await pairClient(sim, { phone: ME, startOpts: { tlsCaPem: pem } }));
 		alice = await sim.post('/admin/contacts', { phone: ALICE, push_name: 'Alice' });
 		bob = await sim.post('/admin/contacts', { phone: BOB, lid: '222233334444555', push_name: 'Bob' });
 	});
@@ -163,6 +164,31 @@ describe('messaging through the simulator', () => {
 		assert.equal(message.message.documentMessage.fileName, 'doc.pdf');
 		const { b64 } = await client.request('download', { id: r.id });
 		assert.ok(Buffer.from(b64, 'base64').equals(bytes));
+	});
+
+	test('outgoing media: the client uploads over HTTPS and the contact decrypts it byte-exact', async () => {
+		const doc = Buffer.from('outgoing document bytes\n'.repeat(500));
+		const sentDoc = await client.request('sendMessage', {
+			jid: ALICE_JID,
+			content: { document: { b64: doc.toString('base64') }, mimetype: 'text/plain', fileName: 'notes.txt', caption: 'see attached' }
+		});
+		const img = Buffer.alloc(3000, 0xab);
+		const sentImg = await client.request('sendMessage', { jid: ALICE_JID, content: { image: { b64: img.toString('base64') }, caption: 'pic' } });
+		await client.waitStatus(sentImg.key.id, 4);
+		const received = await sim.get(`/admin/received?phone=${ALICE}`);
+		const d = received.find(m => m.id === sentDoc.key.id);
+		assert.equal(d.type, 'document');
+		assert.equal(d.media.mac_ok, true);
+		assert.equal(d.media.sha256_ok, true);
+		assert.equal(d.media.mimetype, 'text/plain');
+		const i = received.find(m => m.id === sentImg.key.id);
+		assert.equal(i.type, 'image');
+		assert.equal(i.text, 'pic');
+		for (const [id, bytes] of [[sentDoc.key.id, doc], [sentImg.key.id, img]]) {
+			const res = await fetch(`${sim.base}/admin/received-media?phone=${ALICE}&id=${id}`);
+			assert.equal(res.status, 200);
+			assert.ok(Buffer.from(await res.arrayBuffer()).equals(bytes));
+		}
 	});
 
 	test('messages sent while the device is offline arrive after login as offline (append) upserts', async () => {
