@@ -45,6 +45,11 @@ def _worker(settings: Settings) -> int:
     wait_until_ready(url)
     runtime.install(runtime.WorkerContext(settings=settings, redis=sync_client(url)))
     connection = sync_client(url)
+    # RQ lists a queue in `rq info` only once a job was enqueued; an operator looking at a
+    # fresh install should still see where the work will go.
+    from bridge.jobs.queues import chatwoot_queue
+    queue = chatwoot_queue(connection)
+    connection.sadd(queue.redis_queues_keys, queue.key)
     level = settings.chatwoot_queue_worker_log_level.upper()
     logger.bind(workers=settings.chatwoot_queue_concurrency, queues=",".join(ALL_QUEUES)).info(
         "Ponte worker is up")

@@ -7,7 +7,6 @@ to addresses of linked devices; Ponte always strips it, so one person is one str
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import NewType
@@ -33,7 +32,6 @@ GROUP_SERVER = "g.us"
 
 _INSTANCE_RE = re.compile(r"^(?P<account>[1-9][0-9]{0,9})-(?P<inbox>[1-9][0-9]{0,9})$")
 _JID_RE = re.compile(r"^(?P<user>[^@:\s]+)(?::(?P<device>[0-9]+))?@(?P<server>[a-z.]+)$")
-_RQ_JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def make_instance_id(account_id: int, inbox_id: int) -> InstanceId:
@@ -108,9 +106,3 @@ class ChatKey:
 
     def __str__(self) -> str:
         return f"{self.instance_id}/{self.chat_jid}"
-
-
-def make_job_id(prefix: str, *parts: str) -> str:
-    """An RQ job id (only `[A-Za-z0-9_-]` allowed) that is stable for the same parts."""
-    digest = hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
-    return f"{_RQ_JOB_ID_UNSAFE.sub('_', prefix)}-{digest}"

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from bridge.ids import (
     jid_from_phone,
     make_instance_id,
-    make_job_id,
     normalize_jid,
     parse_instance_id,
     phone_from_jid,
@@ -46,10 +43,3 @@ def test_instance_id_round_trip() -> None:
             parse_instance_id(bad)
     with pytest.raises(ValueError):
         make_instance_id(0, 1)
-
-
-def test_job_ids_are_stable_and_rq_safe() -> None:
-    a = make_job_id("retry", "ponte:mailbox:wa:1-7:55@s.whatsapp.net")
-    assert a == make_job_id("retry", "ponte:mailbox:wa:1-7:55@s.whatsapp.net")
-    assert a != make_job_id("retry", "ponte:mailbox:wa:1-7:56@s.whatsapp.net")
-    assert re.fullmatch(r"[A-Za-z0-9_-]+", a)

@@ -12,8 +12,6 @@ from datetime import timedelta
 import redis
 from rq import Queue
 
-from bridge.ids import make_job_id
-
 CHATWOOT_QUEUE = "ponte-chatwoot"
 ALL_QUEUES = (CHATWOOT_QUEUE,)
 DRAIN_JOB = "bridge.jobs.deliver.drain"
@@ -37,7 +35,8 @@ def schedule_drain(connection: redis.Redis, mailbox: str, *, delay_s: float = 0)
         "description": f"drain {mailbox}",
     }
     if delay_s > 0:
-        queue.enqueue_in(timedelta(seconds=delay_s), DRAIN_JOB, mailbox,
-                         job_id=make_job_id("retry", mailbox), **options)
+        # A fresh job id each time: a retry is often scheduled from inside the previous retry
+        # job, and reusing its id would overwrite the record of the job that is running.
+        queue.enqueue_in(timedelta(seconds=delay_s), DRAIN_JOB, mailbox, **options)
     else:
         queue.enqueue(DRAIN_JOB, mailbox, **options)
