@@ -80,6 +80,7 @@ export const makeControlHandler = sim => {
 		'POST /admin/send-edit': body => sim.sendEdit(body),
 		'POST /admin/send-revoke': body => sim.sendRevoke(body),
 		'POST /admin/receipt': body => sim.sendReceipt(body),
+		'POST /admin/presence': body => sim.sendPresence(body),
 		'GET /admin/received': (_, q) => sim.contactByPhone(q.get('phone')).received,
 		'GET /admin/sent': (_, q) =>
 			sim.contactByPhone(q.get('phone')).sent.map(({ message, ...rest }) => rest),

@@ -390,10 +390,9 @@ class Connection {
 				return this.send(this.result(node, [this.sim.answerUsync(this, child)]));
 			case 'privacy':
 				if (child?.tag === 'privacy' && type === 'get') {
+					// readreceipts=all: readMessages() then sends `read` rather than `read-self`
 					const cats = ['last', 'online', 'profile', 'status', 'groupadd', 'calladd', 'readreceipts', 'messages'];
-					return this.send(
-						this.result(node, [mkNode('privacy', {}, cats.map(name => mkNode('category', { name, value: name === 'messages' ? 'all' : 'all' })))])
-					);
+					return this.send(this.result(node, [mkNode('privacy', {}, cats.map(name => mkNode('category', { name, value: 'all' })))]));
 				}
 				return this.send(this.result(node));
 			case 'blocklist':
@@ -856,6 +855,42 @@ export class Simulator {
 		);
 	}
 
+	/** Like the real server: tell a connected device when its stock of one-time pre-keys runs low. */
+	checkPreKeys(device) {
+		if (device.preKeys.size >= 5 || device.preKeysUploaded === 0) {
+			return;
+		}
+		const conn = this.liveConnectionFor(device);
+		conn?.send(
+			mkNode('notification', { from: S_WHATSAPP_NET, id: `sim-${conn.id}-${conn.nextTag++}`, t: unixNow(), type: 'encrypt' }, [
+				mkNode('count', { value: String(device.preKeys.size) })
+			])
+		);
+	}
+
+	/** A contact's presence (`available`, `unavailable`) or chat state (`composing`, `recording`, `paused`). */
+	sendPresence({ from_phone, to, type = 'available', addressing = 'pn' }) {
+		const contact = this.contactByPhone(from_phone);
+		const account = this.targetAccount(to);
+		const from = addressing === 'lid' ? contact.lidJid : contact.pnJid;
+		let stanza;
+		if (type === 'available' || type === 'unavailable') {
+			stanza = mkNode('presence', { from, type: type === 'unavailable' ? 'unavailable' : undefined, last: type === 'unavailable' ? unixNow() : undefined });
+		} else if (type === 'composing' || type === 'recording' || type === 'paused') {
+			stanza = mkNode('chatstate', { from }, [mkNode(type === 'paused' ? 'paused' : 'composing', type === 'recording' ? { media: 'audio' } : {})]);
+		} else {
+			throw new HttpError(400, 'type must be available, unavailable, composing, recording or paused');
+		}
+		let sent = 0;
+		for (const device of account.devices.values()) {
+			const conn = this.liveConnectionFor(device);
+			if (conn?.send(stanza)) {
+				sent++;
+			}
+		}
+		return { sent };
+	}
+
 	unlinkDevice(device, { notify = true } = {}) {
 		device.account.devices.delete(device.id);
 		if (this.devicesByNoise.get(device.noiseKey) === device) {
@@ -934,7 +969,7 @@ export class Simulator {
 	}
 
 	/** Encrypts `message` from a contact to every linked device of `account`; live devices get it now. */
-	async sendFromContact({ contact, account, message, id, addressing = 'pn', stanzaType = 'text', mediatype, edit }) {
+	async sendFromContact({ contact, account, message, id, addressing = 'pn', stanzaType = 'text', mediatype, edit, corrupt = false }) {
 		if (addressing !== 'pn' && addressing !== 'lid') {
 			throw new HttpError(400, 'addressing must be "pn" or "lid"');
 		}
@@ -949,6 +984,10 @@ export class Simulator {
 				throw new HttpError(409, `${device.jid} has not uploaded pre-keys yet (wait for connection open)`);
 			}
 			const { type, ciphertext } = await contact.encryptFor(device, message);
+			if (corrupt) {
+				ciphertext[ciphertext.length - 1] ^= 0xff; // breaks the MAC: the client answers with a retry receipt
+			}
+			this.checkPreKeys(device);
 			const from = addressing === 'lid'
 				? { from: contact.lidJid, sender_pn: contact.pnJid, addressing_mode: 'lid' }
 				: { from: contact.pnJid, sender_lid: contact.lidJid, addressing_mode: 'pn' };
@@ -970,6 +1009,9 @@ export class Simulator {
 			addressing,
 			t: Number(t),
 			...summarizeMessage(message),
+			stanza_type: stanzaType,
+			mediatype: mediatype ?? null,
+			edit_attr: edit ?? null,
 			message,
 			retries: 0,
 			status: Object.fromEntries(devices.map(d => [d.device, { delivered_at: null, read_at: null }]))
@@ -988,7 +1030,7 @@ export class Simulator {
 		return { stanzaId: quotedId, participant, quotedMessage: { conversation: text } };
 	}
 
-	async sendText({ from_phone, to, text, addressing = 'pn', id, quoted }) {
+	async sendText({ from_phone, to, text, addressing = 'pn', id, quoted, corrupt }) {
 		if (typeof text !== 'string') {
 			throw new HttpError(400, 'text (string) is required');
 		}
@@ -997,7 +1039,7 @@ export class Simulator {
 		const message = quoted
 			? { extendedTextMessage: { text, contextInfo: this.quoteContext(contact, account, quoted, addressing) } }
 			: { conversation: text };
-		return this.sendFromContact({ contact, account, message, id, addressing });
+		return this.sendFromContact({ contact, account, message, id, addressing, corrupt: !!corrupt });
 	}
 
 	async sendMedia({ from_phone, to, kind = 'image', bytes_b64, mimetype, caption, file_name, addressing = 'pn', id }) {
@@ -1310,8 +1352,8 @@ export class Simulator {
 					? { from: contact.lidJid, sender_pn: contact.pnJid, addressing_mode: 'lid' }
 					: { from: contact.pnJid, sender_lid: contact.lidJid, addressing_mode: 'pn' };
 				conn.send(
-					mkNode('message', { ...from, id: msgId, t: String(entry.t), type: 'text', notify: contact.pushName }, [
-						mkNode('enc', { v: '2', type: encType, count: String(entry.retries) }, ciphertext)
+					mkNode('message', { ...from, id: msgId, t: String(entry.t), type: entry.stanza_type, notify: contact.pushName, edit: entry.edit_attr }, [
+						mkNode('enc', { v: '2', type: encType, count: String(entry.retries), mediatype: entry.mediatype }, ciphertext)
 					])
 				);
 			}

@@ -80,6 +80,7 @@ const connect = async () => {
 		emit('messaging-history.set', { syncType: h.syncType, isLatest: h.isLatest, chats: h.chats.length, lidPnMappings: h.lidPnMappings ?? [] })
 	);
 	mine.ev.on('messages.reaction', r => emit('messages.reaction', r));
+	mine.ev.on('presence.update', p => emit('presence.update', p));
 };
 
 const commands = {

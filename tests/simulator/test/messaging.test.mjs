@@ -113,6 +113,20 @@ describe('messaging through the simulator', () => {
 		assert.ok(st.delivered_at && st.read_at, JSON.stringify(st));
 	});
 
+	test('a message the client cannot decrypt is asked again (retry receipt) and then arrives', async () => {
+		const r = await sim.post('/admin/send-text', { from_phone: ALICE, text: 'second try', corrupt: true });
+		const { message } = await client.waitUpsert(m => m.key.id === r.id && m.message?.conversation === 'second try');
+		assert.equal(message.key.remoteJid, ALICE_JID);
+		const sent = (await sim.get(`/admin/sent?phone=${ALICE}`)).find(m => m.id === r.id);
+		assert.equal(sent.retries, 1);
+	});
+
+	test('a contact typing and presence reach presence.update', async () => {
+		await sim.post('/admin/presence', { from_phone: ALICE, type: 'composing' });
+		const ev = await client.waitFor(e => e.ev === 'presence.update' && e.data.id === ALICE_JID);
+		assert.equal(ev.data.presences[ALICE_JID].lastKnownPresence, 'composing');
+	});
+
 	test('contact reaction, edit and revoke reach the client', async () => {
 		const mine = await client.request('sendMessage', { jid: ALICE_JID, content: { text: 'react to me' } });
 		await sim.post('/admin/send-reaction', { from_phone: ALICE, target_id: mine.key.id, text: '❤️' });
