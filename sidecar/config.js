@@ -1,0 +1,110 @@
+// Launch configuration, read once from the allow-listed environment (docs/protocol.md "Launch").
+// Pure: no Baileys, no I/O beyond one stat of the auth directory, so main.js can turn any problem
+// into `fatal bad_config` before touching the network or the auth state.
+import { statSync } from 'node:fs';
+
+export const DEFAULT_WEBSOCKET_URL = 'wss://web.whatsapp.com/ws/chat';
+export const DEFAULT_WA_VERSION = '2.3000.1043857760';
+export const DEFAULT_BROWSER_NAME = 'Chrome';
+export const DEFAULT_LOG_LEVEL = 'warn';
+export const DEFAULT_CONNECT_TIMEOUT_MS = 20_000;
+export const DEFAULT_KEEPALIVE_MS = 30_000;
+
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+/**
+ * @typedef {object} SidecarConfig
+ * @property {string} instanceId         for log lines only
+ * @property {string} authDir            existing directory holding creds.json and key files
+ * @property {string} websocketUrl       ws:// or wss:// URL of WhatsApp Web (or a local simulator)
+ * @property {[number, number, number]} waVersion   pinned; never fetched
+ * @property {string} browserName
+ * @property {string} logLevel           pino level for stderr
+ * @property {number} connectTimeoutMs
+ * @property {number} keepAliveMs
+ */
+
+export class ConfigError extends Error {
+  name = 'ConfigError';
+}
+
+/**
+ * Reads and validates the launch environment.
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {SidecarConfig}
+ * @throws {ConfigError} naming the variable and what is wrong with it
+ */
+export function loadConfig(env) {
+  // The bridge passes unset settings as absent, but an empty value means "unset" too.
+  const get = (/** @type {string} */ name) => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  };
+
+  const authDir = get('PONTE_AUTH_DIR');
+  if (!authDir) throw new ConfigError('PONTE_AUTH_DIR is not set');
+  let isDir = false;
+  try {
+    isDir = statSync(authDir).isDirectory();
+  } catch (err) {
+    // The bridge creates the directory; inventing it here could hide a wrong path behind a
+    // fresh identity (a new QR) while the real session sits elsewhere.
+    throw new ConfigError(`PONTE_AUTH_DIR ${authDir} is not accessible (${errCode(err)})`);
+  }
+  if (!isDir) throw new ConfigError(`PONTE_AUTH_DIR ${authDir} is not a directory`);
+
+  const websocketUrl = get('PONTE_WA_WEBSOCKET_URL') ?? DEFAULT_WEBSOCKET_URL;
+  let url;
+  try {
+    url = new URL(websocketUrl);
+  } catch {
+    throw new ConfigError(`PONTE_WA_WEBSOCKET_URL ${websocketUrl} is not a URL`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    throw new ConfigError(`PONTE_WA_WEBSOCKET_URL ${websocketUrl} is not a ws:// or wss:// URL`);
+  }
+
+  const versionText = get('PONTE_WA_VERSION') ?? DEFAULT_WA_VERSION;
+  if (!/^\d{1,10}\.\d{1,10}\.\d{1,15}$/.test(versionText)) {
+    throw new ConfigError(`PONTE_WA_VERSION ${versionText} is not a dotted version like ${DEFAULT_WA_VERSION}`);
+  }
+  const waVersion = /** @type {[number, number, number]} */ (versionText.split('.').map(Number));
+  if (!waVersion.every(Number.isSafeInteger)) {
+    throw new ConfigError(`PONTE_WA_VERSION ${versionText} has an out-of-range part`);
+  }
+
+  const logLevel = (get('PONTE_LOG_LEVEL') ?? DEFAULT_LOG_LEVEL).toLowerCase();
+  if (!LOG_LEVELS.has(logLevel)) {
+    throw new ConfigError(`PONTE_LOG_LEVEL ${logLevel} is not one of ${[...LOG_LEVELS].join(', ')}`);
+  }
+
+  return {
+    instanceId: get('PONTE_INSTANCE_ID') ?? '-',
+    authDir,
+    websocketUrl,
+    waVersion,
+    browserName: get('PONTE_BROWSER_NAME') ?? DEFAULT_BROWSER_NAME,
+    logLevel,
+    connectTimeoutMs: positiveInt(get, 'PONTE_CONNECT_TIMEOUT_MS', DEFAULT_CONNECT_TIMEOUT_MS),
+    keepAliveMs: positiveInt(get, 'PONTE_KEEPALIVE_MS', DEFAULT_KEEPALIVE_MS),
+  };
+}
+
+/**
+ * @param {(name: string) => string | undefined} get
+ * @param {string} name
+ * @param {number} fallback
+ */
+function positiveInt(get, name, fallback) {
+  const text = get(name);
+  if (text === undefined) return fallback;
+  if (!/^\d{1,9}$/.test(text) || Number(text) === 0) {
+    throw new ConfigError(`${name} ${text} is not a positive integer of milliseconds`);
+  }
+  return Number(text);
+}
+
+/** @param {unknown} err */
+function errCode(err) {
+  return /** @type {NodeJS.ErrnoException} */ (err)?.code ?? String(err);
+}

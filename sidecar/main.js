@@ -1,0 +1,386 @@
+// Ponte's WhatsApp sidecar: one Baileys connection for one WhatsApp number, driven by JSON lines
+// (docs/protocol.md). The bridge owns every policy decision (reconnect, wipe, backoff); this
+// process reports, obeys, and exits.
+//
+// console.js must be evaluated before anything loads Baileys/libsignal; everything that pulls
+// them in is therefore imported dynamically below.
+import { claimStdout } from './console.js';
+
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+import { TtlCache } from './cache.js';
+import { ConfigError, loadConfig } from './config.js';
+import {
+  compileSchema, createFrameWriter, createLineSplitter, decodeCommand, errorResult, PROTOCOL_VERSION, readLooseId,
+  SIDECAR_VERSION,
+} from './protocol.js';
+
+/** Exit statuses, docs/protocol.md "Lifecycle". */
+const EXIT_OK = 0;
+const EXIT_CRASH = 70; // EX_SOFTWARE: the supervisor restarts us with backoff
+const EXIT_FATAL = 78; // EX_CONFIG: after a `fatal` frame, the supervisor stops trying
+
+/** How long exit waits for commands still running (e.g. the logout answer) before leaving. */
+const COMMAND_SETTLE_MS = 3000;
+/** Upper bound for sock.end(): a stuck WebSocket close must not keep a stopping process alive. */
+const SOCKET_END_MS = 3000;
+/** A command line longer than this cannot be valid (65 536 characters of text, JSON-escaped). */
+const MAX_LINE_BYTES = 1024 * 1024;
+
+const frames = createFrameWriter(claimStdout(), (err) => {
+  // The bridge closed our stdout: nobody can hear us any more. Stop as if told to.
+  logError('stdout write failed', err);
+  void requestStop('stdout closed');
+});
+
+/** @type {import('pino').Logger} */
+let log;
+/** @type {import('./auth.js').AuthStore | undefined} */
+let auth;
+/** @type {any} the current Baileys socket */
+let sock = null;
+/** @type {'connecting' | 'open' | 'close'} */
+let connState = 'close';
+/** Set by shutdown / stdin EOF / SIGTERM: closes from now on are ours. */
+let intentional = false;
+/** @type {Promise<void> | null} */
+let stopPromise = null;
+/** Set once the process is on its way out (after a reported close or a stop). */
+let exiting = false;
+/** @type {Set<Promise<unknown>>} */
+const inflight = new Set();
+
+/** Resolves once `ready` is out: no other frame may precede it, not even a stop's close. */
+let readySent = () => {};
+const readyWritten = new Promise((resolve) => { readySent = () => resolve(undefined); });
+
+/** @type {import('./events.js') | undefined} */
+let events;
+/** @type {import('./events.js').RecentIds | undefined} */
+let sentIds;
+
+// EPIPE on stdout arrives as an 'error' event, not through a write callback.
+process.stdout.on('error', (err) => {
+  logError('stdout failed', err);
+  void requestStop('stdout closed');
+});
+process.on('uncaughtException', (err) => crash('uncaught exception; exiting', err));
+process.on('unhandledRejection', (reason) => {
+  // Baileys leaves some promises unobserved; they are bugs to log, not reasons to drop the line.
+  logError('unhandled promise rejection', reason);
+});
+// Installed before the slow Baileys import: a SIGTERM during start-up is a stop, not a kill.
+process.on('SIGTERM', () => void requestStop('SIGTERM'));
+process.on('SIGINT', () => void requestStop('SIGINT'));
+
+// A failure in start-up or reconnect logic would otherwise leave a process that reads stdin
+// but never connects; crash instead, so the supervisor restarts us.
+await main().catch((err) => crash('start-up failed; exiting', err));
+
+async function main() {
+  let baileys;
+  let pino;
+  try {
+    baileys = await import('@whiskeysockets/baileys');
+    pino = (await import('pino')).default;
+    events = await import('./events.js');
+  } catch (err) {
+    // Still `ready` first (the bridge checks the protocol), then say why we cannot go on.
+    await frames.write(readyFrame(baileysVersionFromDisk()));
+    readySent();
+    return fatal('internal', `cannot load Baileys: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  await frames.write(readyFrame(baileysVersionFromDisk()));
+  readySent();
+
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) return fatal('bad_config', err.message);
+    throw err;
+  }
+
+  log = pino(
+    { level: config.logLevel, base: { pid: process.pid, instance: config.instanceId } },
+    pino.destination({ dest: 2, sync: true }),
+  );
+  await silenceDefaultBaileysLogger();
+
+  let validateCommand;
+  try {
+    ({ validateCommand } = await compileSchema());
+  } catch (err) {
+    return fatal('internal', `cannot compile the protocol schema: ${err instanceof Error ? err.message : String(err)}`);
+  }
+
+  const { RecentIds } = events;
+  sentIds = new RecentIds(2000);
+  const { createCommandHandler } = await import('./commands.js');
+  const handle = createCommandHandler({
+    socket: () => sock,
+    isOpen: () => sock !== null && connState === 'open' && !intentional && !exiting,
+    sentIds,
+    stop: () => requestStop('shutdown command'),
+    logger: log,
+  });
+  readCommands(validateCommand, handle);
+
+  const { AuthUnreadableError, openAuthStore } = await import('./auth.js');
+  try {
+    auth = await openAuthStore(config.authDir, log);
+  } catch (err) {
+    if (err instanceof AuthUnreadableError) return fatal('auth_unreadable', err.message);
+    return fatal('auth_unreadable', `auth state cannot be opened: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  log.info({ new_identity: auth.isNew }, 'auth state loaded');
+
+  const socketConfig = {
+    auth: { creds: auth.creds, keys: auth.keys },
+    logger: log.child({ class: 'baileys' }),
+    version: config.waVersion,
+    waWebSocketUrl: config.websocketUrl,
+    browser: baileys.Browsers.macOS(config.browserName),
+    connectTimeoutMs: config.connectTimeoutMs,
+    keepAliveIntervalMs: config.keepAliveMs,
+    markOnlineOnConnect: false,
+    syncFullHistory: false,
+    // One for the process, not per socket: retry counts must survive the 515 reconnect.
+    msgRetryCounterCache: new TtlCache(),
+  };
+  // A stop may have arrived while the auth state loaded; requestStop finishes the process then.
+  if (intentional || exiting) return;
+  connect(baileys.default, socketConfig);
+}
+
+/**
+ * Opens a socket and wires its events. Called once at start and again after a 515.
+ * @param {(config: any) => any} makeWASocket
+ * @param {any} socketConfig
+ */
+function connect(makeWASocket, socketConfig) {
+  const ev = /** @type {import('./events.js')} */ (events);
+  const current = makeWASocket(socketConfig);
+  sock = current;
+  connState = 'connecting';
+
+  current.ev.on('creds.update', () => {
+    void auth?.saveCreds().catch((/** @type {unknown} */ err) => logError('saving creds failed', err));
+  });
+
+  current.ev.on('connection.update', (/** @type {any} */ update) => {
+    if (sock !== current) return;
+    if (update.connection === 'close') {
+      connState = 'close';
+      void onClose(update.lastDisconnect?.error, makeWASocket, socketConfig);
+      return;
+    }
+    const me = update.connection === 'open' ? ev.meFromUser(current.user ?? auth?.creds.me) : null;
+    if (update.connection === 'open' && !me) log.error('connection opened without an account id');
+    for (const frame of ev.connectionUpdateFrames(update, connState, me)) void frames.write(frame);
+    if (update.connection === 'open' || update.connection === 'connecting') connState = update.connection;
+    if (update.connection === 'open') log.info('connection open');
+  });
+
+  current.ev.on('messages.upsert', (/** @type {any} */ upsert) => {
+    const { frames: out, skipped } = ev.messageFrames(upsert, /** @type {any} */ (sentIds));
+    for (const frame of out) void frames.write(frame);
+    if (skipped > 0) log.warn({ skipped, upsert: upsert.type }, 'dropped upserted messages that cannot form a frame');
+    log.debug({ count: out.length, upsert: upsert.type }, 'messages upserted');
+  });
+}
+
+/**
+ * @param {unknown} error  lastDisconnect.error
+ * @param {(config: any) => any} makeWASocket
+ * @param {any} socketConfig
+ */
+async function onClose(error, makeWASocket, socketConfig) {
+  // Our own stop reports its close itself (reason `intentional`), whatever code Baileys gives.
+  if (intentional || exiting) return;
+  const ev = /** @type {import('./events.js')} */ (events);
+  const { statusCode, message } = ev.disconnectInfo(error);
+  if (statusCode === ev.RESTART_REQUIRED) {
+    // Normal right after pairing: WhatsApp wants a fresh socket with the just-saved identity.
+    await frames.write(ev.closeFrame(statusCode, message, true));
+    await auth?.flush();
+    if (intentional || exiting) return;
+    log.info('restart required; reconnecting with the same auth');
+    try {
+      connect(makeWASocket, socketConfig);
+    } catch (err) {
+      crash('reconnect failed; exiting', err);
+    }
+    return;
+  }
+  exiting = true;
+  log.info({ status_code: statusCode, reason: ev.closeReason(statusCode, message) }, 'connection closed; exiting');
+  await frames.write(ev.closeFrame(statusCode, message, false));
+  await finish(EXIT_OK);
+}
+
+/**
+ * The intentional stop: shutdown command, stdin EOF, SIGTERM/SIGINT. Idempotent; resolves when
+ * the socket is ended, auth writes are on disk and the close is reported, and then lets the
+ * process exit once running commands (the shutdown's own result included) have answered.
+ * @param {string} why
+ * @returns {Promise<void>}
+ */
+function requestStop(why) {
+  if (stopPromise) return stopPromise;
+  // A reported close is already taking the process down; nothing left to stop.
+  if (exiting) return (stopPromise = Promise.resolve());
+  intentional = true;
+  stopPromise = (async () => {
+    await readyWritten;
+    log?.info({ why }, 'stopping');
+    await auth?.flush();
+    const current = sock;
+    if (current) {
+      // end(undefined), never logout(): logout would unlink the device from the phone.
+      await Promise.race([Promise.resolve(current.end(undefined)).catch(() => {}), delay(SOCKET_END_MS)]);
+    }
+    connState = 'close';
+    await auth?.flush();
+    exiting = true;
+    await frames.write(/** @type {any} */ ((events?.INTENTIONAL_CLOSE) ?? {
+      type: 'connection', state: 'close', status_code: null, reason: 'intentional', message: null, will_reconnect: false,
+    }));
+  })();
+  void stopPromise.then(() => finish(EXIT_OK), (err) => {
+    logError('stop failed', err);
+    return finish(EXIT_CRASH);
+  });
+  return stopPromise;
+}
+
+/**
+ * Leaves after every auth write and every answer we still owe has reached its destination.
+ * @param {number} code
+ */
+async function finish(code) {
+  await auth?.flush();
+  await Promise.race([Promise.allSettled([...inflight]), delay(COMMAND_SETTLE_MS)]);
+  await auth?.flush();
+  await frames.flush();
+  process.exit(code);
+}
+
+/**
+ * Exits with a crash status (no close frame): the supervisor restarts crashed sidecars with
+ * backoff. Finishes auth writes already started first, briefly: a lost session write means
+ * "Bad MAC" later.
+ * @param {string} msg
+ * @param {unknown} err
+ */
+function crash(msg, err) {
+  logError(msg, err);
+  exiting = true;
+  const pending = auth ? auth.flush() : Promise.resolve();
+  void Promise.race([pending, delay(2000)]).finally(() => process.exit(EXIT_CRASH));
+}
+
+/**
+ * @param {'auth_unreadable' | 'bad_config' | 'internal'} code
+ * @param {string} message
+ */
+async function fatal(code, message) {
+  exiting = true;
+  logError(`fatal: ${code}`, message);
+  await frames.write({ type: 'fatal', code, message });
+  await frames.flush();
+  process.exit(EXIT_FATAL);
+}
+
+/**
+ * Reads stdin as JSON lines; each command runs concurrently and answers once. EOF means the
+ * bridge is gone or wants us gone: stop intentionally.
+ * @param {Record<string, import('ajv').ValidateFunction>} validateCommand
+ * @param {(command: import('./protocol.js').SidecarCommand) => Promise<import('./protocol.js').Result>} handle
+ */
+function readCommands(validateCommand, handle) {
+  const splitter = createLineSplitter(MAX_LINE_BYTES, (line) => {
+    if (line.trim() === '') return;
+    const decoded = decodeCommand(line, validateCommand);
+    if (!decoded.ok) {
+      log.warn({ command_id: decoded.id, problem: decoded.message }, 'bad command line');
+      if (decoded.id) track(frames.write(errorResult(decoded.id, 'bad_command', decoded.message)));
+      return;
+    }
+    const { command } = decoded;
+    log.debug({ command_id: command.id, command: command.type }, 'command received');
+    track(handle(command).then((result) => frames.write(result)));
+  }, (head, bytes) => {
+    const id = readLooseId(head);
+    log.warn({ command_id: id, bytes }, 'dropped an overlong command line');
+    if (id) track(frames.write(errorResult(id, 'bad_command', `command line longer than ${MAX_LINE_BYTES} bytes`)));
+  });
+
+  process.stdin.on('data', (/** @type {Buffer} */ chunk) => splitter.push(chunk));
+  process.stdin.on('end', () => {
+    splitter.end();
+    void requestStop('stdin closed');
+  });
+  process.stdin.on('error', (err) => {
+    logError('stdin failed', err);
+    void requestStop('stdin failed');
+  });
+}
+
+/** @param {Promise<unknown>} promise */
+function track(promise) {
+  const tracked = promise.catch((err) => logError('command failed', err));
+  inflight.add(tracked);
+  void tracked.finally(() => inflight.delete(tracked));
+}
+
+/** @param {string} baileysVersion */
+function readyFrame(baileysVersion) {
+  return /** @type {import('./protocol.js').ReadyEvent} */ ({
+    type: 'ready',
+    protocol: PROTOCOL_VERSION,
+    sidecar: SIDECAR_VERSION,
+    baileys: baileysVersion,
+    pid: process.pid,
+  });
+}
+
+/** Baileys' version from its package.json (it has no `exports` map, so the path resolves). */
+function baileysVersionFromDisk() {
+  try {
+    const require = createRequire(import.meta.url);
+    const path = require.resolve('@whiskeysockets/baileys/package.json');
+    return String(JSON.parse(readFileSync(path, 'utf8')).version);
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * Baileys' module-level default logger writes to fd 1 directly (pino on stdout), bypassing
+ * process.stdout; lib/Socket/communities.js uses it. Silence it: we pass our own logger.
+ */
+async function silenceDefaultBaileysLogger() {
+  try {
+    const { default: defaultLogger } = await import('@whiskeysockets/baileys/lib/Utils/logger.js');
+    defaultLogger.level = 'silent';
+  } catch (err) {
+    log.warn({ error: String(err) }, 'cannot silence the default Baileys logger');
+  }
+}
+
+/**
+ * @param {string} msg
+ * @param {unknown} err
+ */
+function logError(msg, err) {
+  const detail = err instanceof Error ? { message: err.message, stack: err.stack } : { message: String(err) };
+  if (log) log.error({ error: detail }, msg);
+  else process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), msg, error: detail })}\n`);
+}
+
+/** @param {number} ms */
+function delay(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

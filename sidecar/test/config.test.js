@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+import { ConfigError, loadConfig } from '../config.js';
+import { tempDir } from '../testing/helpers.js';
+
+test('defaults: pinned version, WhatsApp URL, warn, Baileys timeouts', (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  assert.deepEqual(loadConfig({ PONTE_AUTH_DIR: dir, PONTE_INSTANCE_ID: 'loja' }), {
+    instanceId: 'loja',
+    authDir: dir,
+    websocketUrl: 'wss://web.whatsapp.com/ws/chat',
+    waVersion: [2, 3000, 1043857760],
+    browserName: 'Chrome',
+    logLevel: 'warn',
+    connectTimeoutMs: 20000,
+    keepAliveMs: 30000,
+  });
+});
+
+test('every variable is read; empty counts as unset', (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const config = loadConfig({
+    PONTE_AUTH_DIR: dir,
+    PONTE_INSTANCE_ID: '',
+    PONTE_WA_WEBSOCKET_URL: 'ws://127.0.0.1:8080/ws/chat',
+    PONTE_WA_VERSION: '2.3000.1',
+    PONTE_BROWSER_NAME: 'Ponte',
+    PONTE_LOG_LEVEL: 'DEBUG',
+    PONTE_CONNECT_TIMEOUT_MS: '5000',
+    PONTE_KEEPALIVE_MS: '1000',
+  });
+  assert.equal(config.instanceId, '-');
+  assert.equal(config.websocketUrl, 'ws://127.0.0.1:8080/ws/chat');
+  assert.deepEqual(config.waVersion, [2, 3000, 1]);
+  assert.equal(config.browserName, 'Ponte');
+  assert.equal(config.logLevel, 'debug');
+  assert.equal(config.connectTimeoutMs, 5000);
+  assert.equal(config.keepAliveMs, 1000);
+});
+
+test('bad values are ConfigErrors naming the variable', (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const file = join(dir, 'a-file');
+  writeFileSync(file, '');
+  const cases = [
+    [{}, /PONTE_AUTH_DIR is not set/],
+    [{ PONTE_AUTH_DIR: '  ' }, /PONTE_AUTH_DIR is not set/],
+    [{ PONTE_AUTH_DIR: join(dir, 'missing') }, /PONTE_AUTH_DIR .* is not accessible \(ENOENT\)/],
+    [{ PONTE_AUTH_DIR: file }, /PONTE_AUTH_DIR .* is not a directory/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_WA_VERSION: '2.3000' }, /PONTE_WA_VERSION/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_WA_VERSION: '2,3000,1' }, /PONTE_WA_VERSION/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_WA_VERSION: 'v2.3000.1' }, /PONTE_WA_VERSION/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_WA_WEBSOCKET_URL: 'not a url' }, /PONTE_WA_WEBSOCKET_URL/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_WA_WEBSOCKET_URL: 'https://web.whatsapp.com' }, /PONTE_WA_WEBSOCKET_URL/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_LOG_LEVEL: 'loud' }, /PONTE_LOG_LEVEL/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_CONNECT_TIMEOUT_MS: '-5' }, /PONTE_CONNECT_TIMEOUT_MS/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_CONNECT_TIMEOUT_MS: '0' }, /PONTE_CONNECT_TIMEOUT_MS/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_KEEPALIVE_MS: '30s' }, /PONTE_KEEPALIVE_MS/],
+  ];
+  for (const [env, pattern] of cases) {
+    assert.throws(() => loadConfig(/** @type {any} */ (env)), (err) => err instanceof ConfigError && pattern.test(err.message), JSON.stringify(env));
+  }
+});

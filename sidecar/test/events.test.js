@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { proto } from '@whiskeysockets/baileys';
+
+import {
+  closeFrame, closeReason, connectionUpdateFrames, disconnectInfo, INTENTIONAL_CLOSE, meFromUser, messageFrames, RecentIds,
+} from '../events.js';
+import { schema } from '../testing/helpers.js';
+
+test('close reasons follow the table in docs/protocol.md', () => {
+  const table = {
+    400: 'badCertificate', 401: 'loggedOut', 403: 'forbidden', 405: 'versionRejected', 408: 'connectionLost',
+    411: 'multideviceMismatch', 428: 'connectionClosed', 440: 'connectionReplaced', 500: 'badSession',
+    503: 'unavailableService', 515: 'restartRequired',
+  };
+  for (const [code, reason] of Object.entries(table)) assert.equal(closeReason(Number(code), 'x'), reason);
+  assert.equal(closeReason(408, 'QR refs attempts ended'), 'qrRefsExhausted');
+  assert.equal(closeReason(408, 'WebSocket Error (connect ECONNREFUSED 127.0.0.1:9)'), 'connectionLost');
+  assert.equal(closeReason(418, 'x'), 'unknown');
+  assert.equal(closeReason(null, null), 'unknown');
+});
+
+test('disconnectInfo reads Baileys Boom errors and tolerates anything else', () => {
+  // Shaped like @hapi/boom's Boom (Baileys' dependency, not ours).
+  const boom = Object.assign(new Error('Stream Errored (restart required)'), { isBoom: true, output: { statusCode: 515 } });
+  assert.deepEqual(disconnectInfo(boom),
+    { statusCode: 515, message: 'Stream Errored (restart required)' });
+  assert.deepEqual(disconnectInfo(undefined), { statusCode: null, message: null });
+  assert.deepEqual(disconnectInfo(new Error('plain')), { statusCode: null, message: 'plain' });
+});
+
+test('close frames validate, 515 is the only reconnect', async () => {
+  const { validateFrame } = await schema();
+  const restart = closeFrame(515, 'Stream Errored (restart required)', true);
+  assert.deepEqual(restart, {
+    type: 'connection', state: 'close', status_code: 515, reason: 'restartRequired',
+    message: 'Stream Errored (restart required)', will_reconnect: true,
+  });
+  for (const frame of [restart, closeFrame(408, 'QR refs attempts ended', false), closeFrame(null, null, false), INTENTIONAL_CLOSE]) {
+    assert.ok(validateFrame(frame), JSON.stringify(validateFrame.errors));
+  }
+});
+
+test('connection.update: connecting, qr, scan, open', async () => {
+  const { validateFrame } = await schema();
+  const me = meFromUser({ id: '5511999990000:12@s.whatsapp.net', lid: '123456789012345:12@lid', name: 'Loja' });
+  const cases = [
+    [{ connection: 'connecting', receivedPendingNotifications: false, qr: undefined }, 'close', null,
+      [{ type: 'connection', state: 'connecting' }]],
+    [{ qr: '2@ref,noise,identity,adv,1' }, 'connecting', null, [{ type: 'qr', qr: '2@ref,noise,identity,adv,1' }]],
+    [{ isNewLogin: true, qr: undefined }, 'connecting', null,
+      [{ type: 'connection', state: 'connecting', is_new_login: true }]],
+    [{ connection: 'open' }, 'connecting', me, [{ type: 'connection', state: 'open', me }]],
+    [{ receivedPendingNotifications: true }, 'open', null, []],
+  ];
+  for (const [update, state, user, expected] of cases) {
+    const frames = connectionUpdateFrames(/** @type {any} */ (update), /** @type {any} */ (state), /** @type {any} */ (user));
+    assert.deepEqual(frames, expected);
+    for (const frame of frames) assert.ok(validateFrame(frame), JSON.stringify(validateFrame.errors));
+  }
+  assert.deepEqual(meFromUser({ id: '5511999990000:12@s.whatsapp.net' }), { id: '5511999990000:12@s.whatsapp.net', lid: null, name: null });
+  assert.equal(meFromUser(undefined), null);
+});
+
+test('messages.upsert: one valid frame per message, in order, echo for own sends only', async () => {
+  const { validateFrame } = await schema();
+  const sent = new RecentIds();
+  sent.add('3EB0AA11BB22CC33DD44');
+  const own = proto.WebMessageInfo.fromObject({
+    key: { remoteJid: '123456789012345@lid', fromMe: true, id: '3EB0AA11BB22CC33DD44', remoteJidAlt: '5511988887777@s.whatsapp.net', addressingMode: 'lid' },
+    messageTimestamp: 1764374460,
+    status: 2,
+    message: { extendedTextMessage: { text: 'Olá!' }, messageContextInfo: { messageSecret: Buffer.alloc(32, 171) } },
+  });
+  // proto.MessageKey has no remoteJidAlt/addressingMode (Baileys adds them to plain key objects).
+  own.key = { ...own.key, remoteJidAlt: '5511988887777@s.whatsapp.net', addressingMode: 'lid' };
+  const fromPhone = {
+    key: { remoteJid: '5511988887777@s.whatsapp.net', fromMe: true, id: '3EB0PHONE' },
+    messageTimestamp: 1764374461,
+    message: { conversation: 'sent from the phone' },
+  };
+  const incoming = {
+    key: { remoteJid: '5511988887777@s.whatsapp.net', fromMe: false, id: '3EB0C1A2B3C4D5E6F7A8' },
+    messageTimestamp: 1764374400,
+    pushName: 'Maria',
+    message: proto.Message.decode(proto.Message.encode({ conversation: 'Oi, tudo bem?' }).finish()),
+  };
+  const stub = { key: { remoteJid: '5511988887777@s.whatsapp.net', fromMe: false, id: '3EB0FFEE' }, messageStubType: 2, messageTimestamp: 1764374470 };
+  const ephemeral = {
+    key: { remoteJid: '120363025246125486@g.us', fromMe: false, id: '3EB0EPH', participant: '123@lid', participantAlt: '5511@s.whatsapp.net' },
+    message: { ephemeralMessage: { message: { imageMessage: { mimetype: 'image/jpeg', fileLength: 1234, mediaKey: Buffer.alloc(32, 1) } } } },
+  };
+
+  const { frames, skipped } = messageFrames({ type: 'append', messages: [own, fromPhone, incoming, stub, ephemeral] }, sent);
+  assert.equal(skipped, 0);
+  assert.deepEqual(frames.map((f) => [f.key.id, f.echo, f.content_type]), [
+    ['3EB0AA11BB22CC33DD44', true, 'extendedTextMessage'],
+    ['3EB0PHONE', false, 'conversation'],
+    ['3EB0C1A2B3C4D5E6F7A8', false, 'conversation'],
+    ['3EB0FFEE', false, null],
+    ['3EB0EPH', false, 'imageMessage'],
+  ]);
+  for (const frame of frames) {
+    assert.equal(frame.upsert, 'append');
+    assert.ok(validateFrame(frame), JSON.stringify(validateFrame.errors));
+  }
+  const [ownFrame, , incomingFrame] = frames;
+  assert.deepEqual(ownFrame.key, {
+    remoteJid: '123456789012345@lid', fromMe: true, id: '3EB0AA11BB22CC33DD44', remoteJidAlt: '5511988887777@s.whatsapp.net', addressingMode: 'lid',
+  });
+  assert.equal(ownFrame.message.messageTimestamp, 1764374460);
+  assert.equal(ownFrame.message.status, 2);
+  assert.deepEqual(/** @type {any} */ (ownFrame.message.message).messageContextInfo.messageSecret,
+    { type: 'Buffer', data: Buffer.alloc(32, 171).toString('base64') });
+  assert.deepEqual(incomingFrame.message, {
+    key: { remoteJid: '5511988887777@s.whatsapp.net', fromMe: false, id: '3EB0C1A2B3C4D5E6F7A8' },
+    messageTimestamp: 1764374400,
+    pushName: 'Maria',
+    message: { conversation: 'Oi, tudo bem?' },
+  });
+  // The frame survives the trip through JSON unchanged (no toJSON anywhere on the way).
+  assert.deepEqual(JSON.parse(JSON.stringify(frames)), frames);
+});
+
+test('messages without a usable key are skipped and counted, not sent invalid', () => {
+  const { frames, skipped } = messageFrames({
+    type: 'notify',
+    messages: [{ key: { remoteJid: 'x@s.whatsapp.net', fromMe: false } }, { key: { id: 'A', remoteJid: '' } },
+      { key: { remoteJid: 'x@s.whatsapp.net', id: 'B' } }],
+  }, new RecentIds());
+  assert.equal(skipped, 2);
+  assert.equal(frames.length, 1);
+  assert.equal(frames[0].key.fromMe, false);
+  assert.equal(frames[0].message.key.fromMe, false);
+});
+
+test('RecentIds forgets the oldest beyond its limit', () => {
+  const ids = new RecentIds(3);
+  for (const id of ['a', 'b', 'c', 'd']) ids.add(id);
+  assert.equal(ids.size, 3);
+  assert.equal(ids.has('a'), false);
+  assert.equal(ids.has('d'), true);
+  ids.add('b'); // refreshed: now the newest
+  ids.add('e');
+  assert.equal(ids.has('b'), true);
+  assert.equal(ids.has('c'), false);
+});
