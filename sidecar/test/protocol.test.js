@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import { proto } from '@whiskeysockets/baileys';
 
 import {
-  createFrameWriter, createLineSplitter, decodeCommand, encodeFrame, errorResult, okResult, PROTOCOL_VERSION,
-  readLooseId, SIDECAR_VERSION, toWire,
+  compileCommandValidators, createFrameWriter, createLineSplitter, decodeCommand, encodeFrame, errorResult, okResult,
+  PROTOCOL_VERSION, readLooseId, SIDECAR_VERSION, toWire,
 } from '../protocol.js';
 import { ROOT, schema } from '../testing/helpers.js';
 
@@ -52,6 +52,21 @@ test('golden commands decode; golden invalid commands are refused with their id'
   assert.deepEqual({ ok: extra.ok, id: !extra.ok && extra.id }, { ok: false, id: 'c2' });
   const unknown = decodeCommand('{"type":"teleport","id":"c3"}', validateCommand);
   assert.deepEqual({ ok: unknown.ok, id: !unknown.ok && unknown.id }, { ok: false, id: 'c3' });
+});
+
+test("the sidecar's fast command validators agree with the full schema", async () => {
+  const { validateCommand: full } = await schema();
+  const fast = await compileCommandValidators();
+  const lines = [...goldenLines('commands.jsonl'), ...goldenLines('invalid.jsonl')];
+  let checked = 0;
+  for (const line of lines) {
+    const value = JSON.parse(line);
+    for (const type of Object.keys(full)) {
+      assert.equal(fast[type](value), full[type](value), `${type}: ${line}`);
+      checked += 1;
+    }
+  }
+  assert.ok(checked > 0);
 });
 
 test('an id is read from a truncated line, but never an id the result could not carry', async () => {
