@@ -29,7 +29,7 @@ run: setup
 test: setup lint test-node test-py
 
 lint: setup
-	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff check bridge tests
 	$(BIN)/mypy
 
 test-node: $(NODE_STAMP)

@@ -82,7 +82,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 def scripted_sidecar_command(control: Path, *scripts: str | Path) -> str:
     """BAILEYS_SIDECAR_COMMAND for the scripted sidecar playing `scripts` (names or paths)."""
-    paths = [s if isinstance(s, Path) else SCRIPTS / f"{s}.jsonl" for s in scripts]
+    paths = [Path(s) if str(s).endswith(".jsonl") else SCRIPTS / f"{s}.jsonl" for s in scripts]
     return shlex.join([sys.executable, str(ROOT / "tests" / "fakes" / "sidecar.py"),
                        "--control", str(control), *map(str, paths)])
 

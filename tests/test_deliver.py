@@ -170,3 +170,29 @@ def test_expired_qr_notes_are_not_posted(desk: Desk) -> None:
     SimpleWorker(list(ALL_QUEUES), connection=desk.redis).work(burst=True)
     notes = [m["content"] for m in desk.fake.messages(conversation["id"]) if m["private"]]
     assert notes == ["Conectado"]
+
+
+def test_our_own_send_coming_back_from_whatsapp_is_not_posted(desk: Desk) -> None:
+    from bridge.store.mapping import MappingStore, MessageMapping
+
+    desk.whatsapp("WA1", "pergunta")
+    desk.work()
+    conversation = desk.posted()[0]["conversation_id"]
+    # The outbox recorded what it sent; Baileys then reports the same message as ours.
+    MappingStore(desk.redis).put(MessageMapping(
+        instance_id=desk.instance, chat_jid=CHAT, wa_message_id="WA2", account_id=1,
+        conversation_id=conversation, cw_message_id=999999))
+    desk.whatsapp("WA2", "resposta do agente", from_me=True)
+    desk.work()
+    assert [m["content"] for m in desk.posted()] == ["pergunta"]
+
+
+def test_a_long_backlog_is_handed_over_between_jobs(desk: Desk,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.jobs import deliver
+
+    monkeypatch.setattr(deliver, "DRAIN_BUDGET_SECONDS", 0.0)  # every item over budget
+    for n in range(1, 4):
+        desk.whatsapp(f"WA{n}", f"m{n}")
+    desk.work()
+    assert [m["content"] for m in desk.posted()] == ["m1", "m2", "m3"]

@@ -244,3 +244,28 @@ async def test_send_text_reaches_the_sidecar_and_returns_its_message_id(
     assert result.ok and result.data and result.data["message_id"].startswith("3EB0")
     assert h.commands()[-1] == {"type": "send_text", "id": h.commands()[-1]["id"],
                                 "jid": "5511988887777@s.whatsapp.net", "text": "Olá!"}
+
+
+async def test_echoes_of_our_own_sends_never_reach_a_mailbox(harness_for: Any,
+                                                             tmp_path: Path) -> None:
+    from tests.conftest import write_script
+
+    key = {"remoteJid": "5511988887777@s.whatsapp.net", "fromMe": True, "id": "3EB0ECHO"}
+    script = write_script(tmp_path / "echo.jsonl", [
+        *[{"emit": f} for f in (
+            {"type": "ready", "protocol": 1, "sidecar": "s", "baileys": "7", "pid": "$pid"},
+            {"type": "connection", "state": "open", "me": {"id": "5511999990000@s.whatsapp.net"}},
+            {"type": "message", "upsert": "append", "key": key, "content_type": "conversation",
+             "echo": True, "message": {"key": key, "message": {"conversation": "enviada"}}},
+            {"type": "message", "upsert": "notify",
+             "key": {**key, "remoteJid": "status@broadcast", "id": "S1", "fromMe": False},
+             "content_type": "conversation", "echo": False,
+             "message": {"key": {**key, "remoteJid": "status@broadcast", "id": "S1",
+                                 "fromMe": False}, "message": {"conversation": "status"}}},
+        )],
+        {"emit": {"type": "qr", "qr": "2@marker"}},
+    ])
+    h = await harness_for(str(script), linked=False)
+    runner = await h.supervisor.start(INSTANCE)
+    await h.until(lambda: runner.current_qr == "2@marker", what="the script's last frame")
+    assert h.sync.keys("ponte:mailbox:wa:*") == []

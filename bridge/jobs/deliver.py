@@ -26,6 +26,9 @@ from bridge.store import keys
 from bridge.store.mailbox import ItemKind, Mailbox, MailboxItem
 
 LOCK_TTL_SECONDS = 120
+# A drain hands over after this long (a continuation job takes the rest): one busy chat must
+# neither outlive RQ's job timeout nor keep a worker from every other chat.
+DRAIN_BUDGET_SECONDS = 60.0
 _MAX_BACKOFF_SECONDS = 600.0
 
 
@@ -40,7 +43,9 @@ def drain(mailbox_key: str) -> int:
             return handled  # another job holds it and will look again after releasing
         retry_scheduled = False
         try:
-            count, retry_scheduled = _drain_locked(ctx, Mailbox(ctx.redis, mailbox_key), lock)
+            count, retry_scheduled = _drain_locked(
+                ctx, Mailbox(ctx.redis, mailbox_key), lock,
+                deadline=time.monotonic() + DRAIN_BUDGET_SECONDS)
             handled += count
         finally:
             try:
@@ -51,7 +56,9 @@ def drain(mailbox_key: str) -> int:
             return handled
 
 
-def _drain_locked(ctx: WorkerContext, mailbox: Mailbox, lock: Any) -> tuple[int, bool]:
+def _drain_locked(ctx: WorkerContext, mailbox: Mailbox, lock: Any,
+                  deadline: float) -> tuple[int, bool]:
+    """Handle items until the mailbox is empty; True when a later job continues it."""
     handled = 0
     while (item := mailbox.head()) is not None:
         with logger.contextualize(mailbox=mailbox.key, item_id=item.id):
@@ -64,6 +71,9 @@ def _drain_locked(ctx: WorkerContext, mailbox: Mailbox, lock: Any) -> tuple[int,
             mailbox.pop(item)
             handled += 1
             lock.reacquire()  # keep the lock for as long as items keep coming
+        if time.monotonic() > deadline:  # checked after an item: every job makes progress
+            schedule_drain(ctx.redis, mailbox.key)
+            return handled, True
     return handled, False
 
 
