@@ -849,7 +849,8 @@ export class Simulator {
 		};
 		const { type, ciphertext } = await account.phoneSender.encryptFor(device, message);
 		conn.send(
-			mkNode('message', { from: account.pnJid, id: newMessageId(), t: unixNow(), type: 'text', category: 'peer', push_priority: 'high_force' }, [
+			// notify = the account's push name: Baileys takes creds.me.name from a fromMe message's pushName
+			mkNode('message', { from: account.pnJid, id: newMessageId(), t: unixNow(), type: 'text', category: 'peer', push_priority: 'high_force', notify: account.pushName }, [
 				mkNode('enc', { v: '2', type }, ciphertext)
 			])
 		);

@@ -133,6 +133,7 @@ const commands = {
 		const buf = await downloadMediaMessage(msg, 'buffer', {}, { logger, reuploadRequest: sock.updateMediaMessage });
 		return { b64: Buffer.from(buf).toString('base64') };
 	},
+	onWhatsApp: async ({ phones }) => sock.onWhatsApp(...phones),
 	creds: async () => ({ me: authState?.creds.me ?? null, registered: authState?.creds.registered ?? false }),
 	end: async () => {
 		stopped = true;

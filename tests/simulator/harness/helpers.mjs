@@ -200,13 +200,13 @@ export class Client {
 }
 
 /** Pairs a fresh client by QR; returns { client, pairing, timings }. */
-export const pairClient = async (sim, { phone = '5511999990000', lid, clientOpts = {}, startOpts = {} } = {}) => {
+export const pairClient = async (sim, { phone = '5511999990000', lid, pushName, clientOpts = {}, startOpts = {} } = {}) => {
 	const client = new Client(clientOpts);
 	const t0 = client.spawnedAt;
 	await client.start(sim, startOpts);
 	const qrEv = await client.waitQr();
 	const tQr = Date.now();
-	const pairing = await sim.post('/admin/scan-qr', { qr: qrEv.data.qr, phone, lid });
+	const pairing = await sim.post('/admin/scan-qr', { qr: qrEv.data.qr, phone, lid, push_name: pushName });
 	await client.waitOpen();
 	const tOpen = Date.now();
 	return { client, pairing, timings: { spawn_to_qr_ms: tQr - t0, scan_to_open_ms: tOpen - tQr } };

@@ -25,6 +25,11 @@ describe('messaging through the simulator', () => {
 		await sim?.stop();
 	});
 
+	test('onWhatsApp finds simulated contacts only', async () => {
+		const res = await client.request('onWhatsApp', { phones: [ALICE, '5511900000000'] });
+		assert.deepEqual(res, [{ jid: ALICE_JID, exists: true }]);
+	});
+
 	test('contact text addressed by phone number reaches messages.upsert', async t => {
 		const r = await sim.post('/admin/send-text', { from_phone: ALICE, text: 'olá by PN', addressing: 'pn' });
 		const { message, data, at } = await client.waitUpsert(m => m.key.id === r.id);

@@ -22,7 +22,7 @@ describe('pairing and login against the simulator', () => {
 	let saved; // auth dir of the QR-paired client, reused below
 
 	test('QR → scan → 515 → login → pre-key upload → open', async t => {
-		const { client, pairing, timings } = await pairClient(sim, { phone: '5511999990001' });
+		const { client, pairing, timings } = await pairClient(sim, { phone: '5511999990001', pushName: 'Ponte Test' });
 		clients.push(client);
 		t.diagnostic(`spawn→first QR ${timings.spawn_to_qr_ms} ms, scan→open ${timings.scan_to_open_ms} ms`);
 		assert.equal(pairing.phone, '5511999990001');
@@ -47,6 +47,8 @@ describe('pairing and login against the simulator', () => {
 		const hist = await client.waitFor(e => e.ev === 'messaging-history.set');
 		assert.equal(hist.data.syncType, 0);
 		await client.waitFor(e => e.ev === 'creds.update' && e.data.keys.includes('accountSyncCounter'));
+		// its notify attribute gives the client its own push name
+		await client.waitFor(e => e.ev === 'creds.update' && e.data.me?.name === 'Ponte Test');
 		saved = client;
 	});
 
