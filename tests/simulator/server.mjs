@@ -64,9 +64,13 @@ export const startSimulator = async ({ port = 0, host = '127.0.0.1', log = makeL
 		socket.once('data', chunk => {
 			socket.pause();
 			socket.unshift(chunk);
-			const target = chunk[0] === 0x16 && httpsServer ? httpsServer : httpServer;
-			target.emit('connection', socket);
-			process.nextTick(() => socket.resume());
+			if (chunk[0] === 0x16 && httpsServer) {
+				// the TLS wrap reads the buffered ClientHello itself and drives the handle from then on
+				httpsServer.emit('connection', socket);
+			} else {
+				httpServer.emit('connection', socket);
+				process.nextTick(() => socket.resume());
+			}
 		});
 	});
 	await new Promise((resolve, reject) => {

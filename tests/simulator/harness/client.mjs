@@ -44,8 +44,9 @@ const connect = async () => {
 		qrTimeout: opts.qrTimeout,
 		defaultQueryTimeoutMs: opts.defaultQueryTimeoutMs ?? 20000,
 		getMessage: async key => messages.get(key.id)?.message ?? undefined,
-		// uploads go to the simulator's HTTPS side; trust its throw-away certificate
-		fetchAgent: opts.tlsCaPem ? new Agent({ ca: opts.tlsCaPem }) : undefined
+		// uploads go to the simulator's HTTPS side; trust its throw-away certificate (also for wss://)
+		fetchAgent: opts.tlsCaPem ? new Agent({ ca: opts.tlsCaPem }) : undefined,
+		agent: opts.tlsCaPem && opts.url.startsWith('wss:') ? new Agent({ ca: opts.tlsCaPem }) : undefined
 	});
 	const mine = sock;
 	mine.ev.on('creds.update', async update => {

@@ -8,6 +8,18 @@ const ALICE = '5511988887777';
 const BOB = '5511966665555';
 const ALICE_JID = `${ALICE}@s.whatsapp.net`;
 
+/** /admin/received once all `ids` are there (a retry resend can land a little later). */
+const receivedWith = async (sim, phone, ids, timeoutMs = 10000) => {
+	const end = Date.now() + timeoutMs;
+	for (;;) {
+		const list = await sim.get(`/admin/received?phone=${phone}`);
+		if (ids.every(id => list.some(m => m.id === id)) || Date.now() > end) {
+			return list;
+		}
+		await new Promise(r => setTimeout(r, 50));
+	}
+};
+
 describe('messaging through the simulator', () => {
 	let sim;
 	let client;
@@ -73,7 +85,7 @@ describe('messaging through the simulator', () => {
 		await client.waitStatus(text.key.id, 4);
 		await client.waitStatus(del.key.id, 4);
 
-		const received = await sim.get(`/admin/received?phone=${ALICE}`);
+		const received = await receivedWith(sim, ALICE, [text.key.id, reply.key.id, react.key.id, edit.key.id, del.key.id]);
 		const byId = Object.fromEntries(received.map(m => [m.id, m]));
 		assert.deepEqual(
 			received.map(m => m.id),
@@ -96,7 +108,7 @@ describe('messaging through the simulator', () => {
 	test('sending to a LID jid is captured with LID addressing', async () => {
 		const sent = await client.request('sendMessage', { jid: '222233334444555@lid', content: { text: 'to your LID' } });
 		await client.waitStatus(sent.key.id, 4);
-		const received = await sim.get(`/admin/received?phone=${BOB}`);
+		const received = await receivedWith(sim, BOB, [sent.key.id]);
 		const entry = received.find(m => m.id === sent.key.id);
 		assert.equal(entry.text, 'to your LID');
 		assert.equal(entry.addressing, 'lid');
@@ -194,9 +206,9 @@ describe('messaging through the simulator', () => {
 		const img = Buffer.alloc(3000, 0xab);
 		const sentImg = await client.request('sendMessage', { jid: ALICE_JID, content: { image: { b64: img.toString('base64') }, caption: 'pic' } });
 		await client.waitStatus(sentImg.key.id, 4);
-		const received = await sim.get(`/admin/received?phone=${ALICE}`);
+		const received = await receivedWith(sim, ALICE, [sentDoc.key.id, sentImg.key.id]);
 		const d = received.find(m => m.id === sentDoc.key.id);
-		assert.equal(d.type, 'document');
+		assert.equal(d.type, 'document', JSON.stringify(d));
 		assert.equal(d.media.mac_ok, true);
 		assert.equal(d.media.sha256_ok, true);
 		assert.equal(d.media.mimetype, 'text/plain');

@@ -71,6 +71,16 @@ describe('pairing and login against the simulator', () => {
 		await client.request('end');
 	});
 
+	test('wss:// on the same port works with the simulator certificate', async () => {
+		const { pem } = await sim.get('/admin/tls-cert');
+		const client = new Client({ authDir: saved.authDir });
+		clients.push(client);
+		await client.request('start', { url: `wss://127.0.0.1:${sim.port}`, authDir: saved.authDir, tlsCaPem: pem });
+		await client.waitOpen({ timeoutMs: 15000 });
+		await client.request('end');
+		await client.waitClose();
+	});
+
 	test('pairing code: companion_hello → phone notification → companion_finish → pair-success → open', async t => {
 		const client = new Client();
 		clients.push(client);
