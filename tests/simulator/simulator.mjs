@@ -307,6 +307,7 @@ class Connection {
 		for (const other of sim.connections) {
 			if (other !== this && other.device === device && other.isOpen) {
 				sim.log('info', `conn ${other.id} replaced by conn ${this.id}`);
+				other.ready = false; // no more deliveries to the replaced connection
 				other.send(mkNode('stream:error', {}, [mkNode('conflict', { type: 'replaced' })]));
 				other.closeSoon(500);
 			}

@@ -84,6 +84,10 @@ describe('messaging through the simulator', () => {
 		await client.waitStatus(text.key.id, 3);
 		await client.waitStatus(text.key.id, 4);
 		await client.waitStatus(del.key.id, 4);
+		const ids = new Set([text, reply, react, edit, del].map(m => m.key.id));
+		const updates = client.events.filter(e => e.ev === 'messages.update').flatMap(e => e.data).filter(u => ids.has(u.key.id));
+		assert.ok(updates.some(u => u.update.status === 3), 'a DELIVERY_ACK messages.update');
+		assert.ok(updates.some(u => u.update.status === 4), 'a READ messages.update');
 
 		const received = await receivedWith(sim, ALICE, [text.key.id, reply.key.id, react.key.id, edit.key.id, del.key.id]);
 		const byId = Object.fromEntries(received.map(m => [m.id, m]));
@@ -222,10 +226,15 @@ describe('messaging through the simulator', () => {
 		}
 	});
 
+	test('the simulator kept stdout to its single ready line (libsignal output is silenced)', () => {
+		assert.deepEqual(sim.extraStdout, []);
+	});
+
 	test('messages sent while the device is offline arrive after login as offline (append) upserts', async () => {
 		const authDir = client.authDir;
+		const before = client.events.length;
 		await client.request('end');
-		await client.waitClose({ from: client.events.length - 1 });
+		await client.waitClose({ from: before });
 		const r = await sim.post('/admin/send-text', { from_phone: ALICE, text: 'while you were away' });
 		assert.equal(r.devices[0].live, false);
 		const again = new Client({ authDir });

@@ -54,8 +54,9 @@ describe('pairing and login against the simulator', () => {
 
 	test('restart with a saved session opens without a QR (and sends the edge routing header)', async () => {
 		assert.ok(saved, 'needs the paired client');
+		const before = saved.events.length;
 		await saved.request('end');
-		await saved.waitClose({ from: saved.events.length - 1 });
+		await saved.waitClose({ from: before });
 		const client = new Client({ authDir: saved.authDir });
 		clients.push(client);
 		const t0 = Date.now();
