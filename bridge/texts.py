@@ -17,6 +17,7 @@ Language = Literal["pt_BR", "en"]
 class Texts:
     qr_note: str
     qr_limit: str
+    pairing_code: str
     linking_started: str
     linked: str
     already_linked: str
@@ -39,13 +40,16 @@ PT_BR = Texts(
     "(Aparelhos conectados > Conectar um aparelho) para ligar o número à caixa {inbox}.",
     qr_limit="Limite de {max_attempts} tentativas de QR Code atingido para a caixa {inbox}. "
     "Nenhum QR será enviado automaticamente. Envie `{keyword}` novamente para tentar de novo.",
+    pairing_code="Código de conexão para a caixa {inbox}: *{code}*. No celular do número {phone}: "
+    "WhatsApp > Aparelhos conectados > Conectar um aparelho > Conectar com número de telefone, "
+    "e digite o código.",
     linking_started="Iniciando a conexão do WhatsApp para a caixa {inbox}. O QR Code chega "
     "em instantes.",
     linked="✅ WhatsApp conectado: o número {number} está ligado à caixa {inbox}.",
     already_linked="O número {number} já está conectado à caixa {inbox}. Nada foi alterado.",
     unauthorized="❌ Acesso negado: você não tem permissão para usar o comando `{keyword}`.",
     command_usage="Uso: `{keyword} [id_da_caixa] [id_da_conta]` (sem argumentos, usa a caixa e "
-    "a conta desta conversa).",
+    "a conta desta conversa), ou `{keyword} pair <telefone>` para conectar por código.",
     instance_stopped="A conexão do WhatsApp da caixa {inbox} foi interrompida: {reason}. "
     "Envie `{keyword}` para conectar de novo.",
     logged_out="O WhatsApp {number} foi desconectado pelo celular e a sessão foi apagada. "
@@ -68,13 +72,15 @@ EN = Texts(
     "(Linked devices > Link a device) to link the number to inbox {inbox}.",
     qr_limit="QR code limit of {max_attempts} attempts reached for inbox {inbox}. No more QR "
     "codes will be sent. Send `{keyword}` again to retry.",
+    pairing_code="Pairing code for inbox {inbox}: *{code}*. On the phone of {phone}: WhatsApp > "
+    "Linked devices > Link a device > Link with phone number instead, and type the code.",
     linking_started="Starting the WhatsApp connection for inbox {inbox}. The QR code follows "
     "in a moment.",
     linked="✅ WhatsApp connected: number {number} is linked to inbox {inbox}.",
     already_linked="Number {number} is already connected to inbox {inbox}. Nothing was changed.",
     unauthorized="❌ Access denied: you are not allowed to use the `{keyword}` command.",
     command_usage="Usage: `{keyword} [inbox_id] [account_id]` (without arguments, the inbox and "
-    "account of this conversation).",
+    "account of this conversation), or `{keyword} pair <phone>` to link by code.",
     instance_stopped="The WhatsApp connection of inbox {inbox} stopped: {reason}. Send "
     "`{keyword}` to connect again.",
     logged_out="WhatsApp {number} was unlinked from the phone and its session was wiped. Send "

@@ -22,6 +22,7 @@ const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 
  * @property {string} logLevel           pino level for stderr
  * @property {number} connectTimeoutMs
  * @property {number} keepAliveMs
+ * @property {string | null} pairingPhone  digits: link by pairing code instead of QR codes
  */
 
 export class ConfigError extends Error {
@@ -78,6 +79,11 @@ export function loadConfig(env) {
     throw new ConfigError(`PONTE_LOG_LEVEL ${logLevel} is not one of ${[...LOG_LEVELS].join(', ')}`);
   }
 
+  const pairingPhone = get('PONTE_PAIRING_PHONE') ?? null;
+  if (pairingPhone !== null && !/^\d{8,15}$/.test(pairingPhone)) {
+    throw new ConfigError(`PONTE_PAIRING_PHONE ${pairingPhone} is not a phone number in digits (8 to 15)`);
+  }
+
   return {
     instanceId: get('PONTE_INSTANCE_ID') ?? '-',
     authDir,
@@ -87,6 +93,7 @@ export function loadConfig(env) {
     logLevel,
     connectTimeoutMs: positiveInt(get, 'PONTE_CONNECT_TIMEOUT_MS', DEFAULT_CONNECT_TIMEOUT_MS),
     keepAliveMs: positiveInt(get, 'PONTE_KEEPALIVE_MS', DEFAULT_KEEPALIVE_MS),
+    pairingPhone,
   };
 }
 

@@ -59,6 +59,10 @@ const readyWritten = new Promise((resolve) => { readySent = () => resolve(undefi
 let events;
 /** @type {import('./events.js').RecentIds | undefined} */
 let sentIds;
+/** Digits of the phone to link by pairing code (PONTE_PAIRING_PHONE), or null for QR codes. */
+let pairingPhone = /** @type {string | null} */ (null);
+/** The pairing code is requested once per process: a new code would void the one shown. */
+let pairingRequested = false;
 
 // EPIPE on stdout arrives as an 'error' event, not through a write callback.
 process.stdout.on('error', (err) => {
@@ -118,6 +122,7 @@ async function main() {
   log.info({ new_identity: auth.isNew }, 'auth state loaded');
 
   sentIds = new events.RecentIds(2000);
+  pairingPhone = config.pairingPhone;
   const socketConfig = {
     auth: { creds: auth.creds, keys: auth.keys },
     logger: log.child({ class: 'baileys' }),
@@ -178,7 +183,21 @@ function connect(makeWASocket, socketConfig) {
     }
     const me = update.connection === 'open' ? ev.meFromUser(current.user ?? auth?.creds.me) : null;
     if (update.connection === 'open' && !me) log.error('connection opened without an account id');
-    for (const frame of ev.connectionUpdateFrames(update, connState, me)) void frames.write(frame);
+    for (const frame of ev.connectionUpdateFrames(update, connState, me)) {
+      // Linking by code: the QR refs still rotate underneath, but nobody should scan them.
+      if (frame.type === 'qr' && pairingPhone !== null) continue;
+      void frames.write(frame);
+    }
+    if (typeof update.qr === 'string' && pairingPhone !== null && !pairingRequested) {
+      // The first QR ref means the socket is open and registering: the moment Baileys accepts
+      // requestPairingCode (earlier it throws "Connection Closed").
+      pairingRequested = true;
+      const phone = pairingPhone;
+      void Promise.resolve(current.requestPairingCode(phone)).then(
+        (/** @type {string} */ code) => frames.write({ type: 'pairing_code', code, phone }),
+        (/** @type {unknown} */ err) => crash('requesting the pairing code failed; exiting', err),
+      );
+    }
     if (update.connection === 'open' || update.connection === 'connecting') connState = update.connection;
     if (update.connection === 'open') log.info('connection open');
   });

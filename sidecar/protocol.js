@@ -30,6 +30,11 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * @typedef {{type: 'qr', qr: string}} QrEvent
  */
 /**
+ * The code to type on the phone (Linked devices → Link with phone number), sent instead of QR
+ * codes when PONTE_PAIRING_PHONE is set.
+ * @typedef {{type: 'pairing_code', code: string, phone: string}} PairingCodeEvent
+ */
+/**
  * The linked account, on `open`.
  * @typedef {{id: string, lid: string | null, name: string | null}} Me
  */
@@ -72,7 +77,7 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * The sidecar cannot run this instance and exits 78 right after.
  * @typedef {{type: 'fatal', code: 'auth_unreadable' | 'bad_config' | 'internal', message: string}} FatalEvent
  */
-/** @typedef {ReadyEvent | QrEvent | ConnectionEvent | MessageEvent | Result | FatalEvent} SidecarEvent */
+/** @typedef {ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent | Result | FatalEvent} SidecarEvent */
 
 // ---------------------------------------------------------------------------------------------
 // Commands (bridge -> sidecar)

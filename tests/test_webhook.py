@@ -328,3 +328,32 @@ def test_global_status_needs_the_admin_token_when_one_is_set(
         right = client.get("/global-status", headers={"authorization": "Bearer adm-123"})
         assert right.status_code == 200
         assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_pair_command_links_by_code_and_posts_the_code(
+        make_settings: SettingsFactory, redis_client: redis.Redis, tmp_path: Path) -> None:
+    from tests.conftest import write_script
+
+    script = write_script(tmp_path / "code.jsonl", [
+        {"emit": {"type": "ready", "protocol": 1, "sidecar": "s", "baileys": "7", "pid": "$pid"}},
+        {"emit": {"type": "connection", "state": "connecting"}},
+        {"emit": {"type": "pairing_code", "code": "K7QX9P2M", "phone": "5511999990000"}},
+        {"sleep": 30},
+    ])
+    control = tmp_path / "control"
+    settings = make_settings(baileys_sidecar_command=scripted_sidecar_command(control, script))
+    session = settings.sessions_dir / "1-7"
+    session.mkdir(parents=True)
+    (session / "creds.json").write_text('{"me": {"id": "5511999990000@s.whatsapp.net"}}')
+    with TestClient(create_app(settings)) as client:
+        hook = Hook(client, redis_client, control)
+        answer = hook.post(payload("erga pair +55 11 99999-0000", private=True))
+        assert answer.json() == {"status": "command", "outcome": "linking"}
+        wait_for(lambda: any("K7QX9P2M" in n for n in hook.notes()), message="code note")
+        assert "+5511999990000" in hook.notes()[-1]
+        assert not (session / "creds.json").exists()  # an abandoned code's identity is gone
+        record = redis_client.hgetall(keys.instance(INSTANCE))
+        assert record[b"pairing_phone"] == b"5511999990000"
+        status = client.get("/global-status").json()["instancesGlobal"][0]
+        assert status["status"] == "qr_pending"
+        assert hook.post(payload("erga pair", message_id=2)).json()["outcome"] == "usage"

@@ -61,6 +61,14 @@ class QrEvent(Frame):
     qr: str = Field(min_length=1)
 
 
+class PairingCodeEvent(Frame):
+    """The code to type on the phone, instead of QR codes (PONTE_PAIRING_PHONE set)."""
+
+    type: Literal["pairing_code"]
+    code: str = Field(pattern=r"^[A-Z0-9]{8}$")
+    phone: str = Field(pattern=r"^[0-9]{8,15}$")
+
+
 class ConnectionEvent(Frame):
     """The WhatsApp connection changed state (Baileys `connection.update`)."""
 
@@ -128,11 +136,13 @@ class FatalEvent(Frame):
 
 
 SidecarEvent = Annotated[
-    ReadyEvent | QrEvent | ConnectionEvent | MessageEvent | ResultEvent | FatalEvent,
+    ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent | ResultEvent
+    | FatalEvent,
     Field(discriminator="type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[SidecarEvent] = TypeAdapter(SidecarEvent)  # type: ignore[arg-type]
-EVENT_TYPES = frozenset({"ready", "qr", "connection", "message", "result", "fatal"})
+EVENT_TYPES = frozenset({"ready", "qr", "pairing_code", "connection", "message", "result",
+                         "fatal"})
 
 
 class Command(Frame):

@@ -33,6 +33,7 @@ from bridge.sidecar.protocol import (
     FatalEvent,
     LogoutCommand,
     MessageEvent,
+    PairingCodeEvent,
     QrEvent,
     ReadyEvent,
     ResultEvent,
@@ -95,6 +96,7 @@ class InstanceRunner:
         self.last_error: str | None = None
         self.last_close_code: int | None = None
         self.current_qr: str | None = None
+        self.current_pairing_code: str | None = None
         self._stop_requested = asyncio.Event()
         self._open = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -120,6 +122,7 @@ class InstanceRunner:
             self._open.clear()
         if new is not ConnectionState.PAIRING:
             self.current_qr = None
+            self.current_pairing_code = None
 
     def _stop_process_soon(self) -> None:
         """Ask the sidecar to stop without waiting here: event handlers run on the stdout
@@ -229,10 +232,17 @@ class InstanceRunner:
 
     async def _spawn_and_wait(self) -> int:
         session = self._sup.session_dir(self.instance_id)
+        record = await self._sup.registry.get(self.instance_id)
+        pairing_phone = record.pairing_phone if record and not record.linked else None
+        if pairing_phone:
+            # Asking for a code writes a half-made identity (creds.me) that would log in and get
+            # 401 next time: every code pairing starts from an empty session.
+            shutil.rmtree(session, ignore_errors=True)
         session.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(session, 0o700)
         settings = self._sup.settings
-        env = sidecar_env(os.environ, {
+        extra = {"PONTE_PAIRING_PHONE": pairing_phone} if pairing_phone else {}
+        env = sidecar_env(os.environ, {**extra,
             "PONTE_INSTANCE_ID": self.instance_id,
             "PONTE_AUTH_DIR": str(session.resolve()),
             "PONTE_WA_WEBSOCKET_URL": settings.baileys_wa_websocket_url,
@@ -294,6 +304,8 @@ class InstanceRunner:
             await self._on_connection(event)
         elif isinstance(event, QrEvent):
             await self._on_qr(event)
+        elif isinstance(event, PairingCodeEvent):
+            await self._on_pairing_code(event)
         elif isinstance(event, ReadyEvent):
             if event.protocol != PROTOCOL_VERSION:
                 self._fatal = (f"sidecar speaks protocol {event.protocol}, this bridge "
@@ -330,6 +342,17 @@ class InstanceRunner:
         await self._sup.notify(record, self._sup.texts.qr_note.format(
             attempt=attempts, max_attempts=limit, inbox=record.label()), qr=event.qr)
 
+    async def _on_pairing_code(self, event: PairingCodeEvent) -> None:
+        record = await self._sup.registry.get(self.instance_id)
+        if record is None:
+            return
+        self._announce_open = True
+        self._set_connection(ConnectionState.PAIRING)
+        self.current_pairing_code = event.code
+        self._log.info("Pairing code received")
+        await self._sup.notify(record, self._sup.texts.pairing_code.format(
+            inbox=record.label(), code=event.code, phone=f"+{event.phone}"))
+
     async def _on_connection(self, event: ConnectionEvent) -> None:
         if event.state == "connecting":
             self._set_connection(ConnectionState.CONNECTING)  # also right after a scan
@@ -342,7 +365,7 @@ class InstanceRunner:
             lid = normalize_jid(me.lid) if me and me.lid else None
             record = await self._sup.registry.update(
                 self.instance_id, linked=True, wa_jid=wa_jid, lid=lid, qr_attempts=0,
-                last_error=None)
+                pairing_phone=None, last_error=None)
             self._log.info("WhatsApp connection open")
             if self._announce_open and record is not None:
                 self._announce_open = False

@@ -41,6 +41,7 @@ class InstanceRecord:
     notify_account_id: int | None = None  # where the operator typed the command:
     notify_conversation_id: int | None = None  # QR and state notes go there
     qr_attempts: int = 0
+    pairing_phone: str | None = None  # digits: link by pairing code instead of QR codes
     last_error: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0

@@ -1,4 +1,6 @@
-"""Agent commands typed in Chatwoot (`erga [inbox_id] [account_id]`).
+"""Agent commands typed in Chatwoot: `erga [inbox_id] [account_id]` links a number by QR code,
+`erga pair <phone>` links this conversation's inbox by pairing code (the phone may be written
+with spaces, so it takes the rest of the line).
 
 A command is the keyword (`WEBHOOK_COMMAND_KEYWORD`) as the first word of a message. It counts
 from an agent listed by id or e-mail (`WEBHOOK_AUTHORIZED_AGENT_IDS` / `_EMAILS`; a display
@@ -76,9 +78,15 @@ async def handle(services: Services, message: MessageWebhook, command: AgentComm
 
 async def _link(services: Services, message: MessageWebhook, command: AgentCommand) -> str:
     texts, keyword = services.texts, services.settings.webhook_command_keyword
+    args, pairing_phone = command.args, None
     try:
-        inbox_id = int(command.args[0]) if command.args else message.inbox.id
-        account_id = int(command.args[1]) if len(command.args) > 1 else message.account.id
+        if args and args[0].lower() == "pair":
+            if len(args) < 2:
+                raise ValueError("pair needs a phone number")
+            pairing_phone = normalize_phone("".join(args[1:])).lstrip("+")
+            args = ()
+        inbox_id = int(args[0]) if args else message.inbox.id
+        account_id = int(args[1]) if len(args) > 1 else message.account.id
         instance_id = make_instance_id(account_id, inbox_id)
     except ValueError:
         await services.dispatcher.note(message.account.id, message.conversation.id,
@@ -96,7 +104,8 @@ async def _link(services: Services, message: MessageWebhook, command: AgentComma
         return "already_linked"
     await services.registry.put(replace(
         record, desired=Desired.RUNNING, notify_account_id=message.account.id,
-        notify_conversation_id=message.conversation.id, qr_attempts=0, last_error=None))
+        notify_conversation_id=message.conversation.id, qr_attempts=0, last_error=None,
+        pairing_phone=pairing_phone if not record.linked else None))
     if not record.linked:
         await services.dispatcher.note(message.account.id, message.conversation.id,
                                        texts.linking_started.format(inbox=record.label()))

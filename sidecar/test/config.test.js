@@ -18,6 +18,7 @@ test('defaults: pinned version, WhatsApp URL, warn, Baileys timeouts', (t) => {
     logLevel: 'warn',
     connectTimeoutMs: 20000,
     keepAliveMs: 30000,
+    pairingPhone: null,
   });
 });
 
@@ -33,6 +34,7 @@ test('every variable is read; empty counts as unset', (t) => {
     PONTE_LOG_LEVEL: 'DEBUG',
     PONTE_CONNECT_TIMEOUT_MS: '5000',
     PONTE_KEEPALIVE_MS: '1000',
+    PONTE_PAIRING_PHONE: '5511999990000',
   });
   assert.equal(config.instanceId, '-');
   assert.equal(config.websocketUrl, 'ws://127.0.0.1:8080/ws/chat');
@@ -41,6 +43,7 @@ test('every variable is read; empty counts as unset', (t) => {
   assert.equal(config.logLevel, 'debug');
   assert.equal(config.connectTimeoutMs, 5000);
   assert.equal(config.keepAliveMs, 1000);
+  assert.equal(config.pairingPhone, '5511999990000');
 });
 
 test('bad values are ConfigErrors naming the variable', (t) => {
@@ -57,6 +60,7 @@ test('bad values are ConfigErrors naming the variable', (t) => {
     [{ PONTE_AUTH_DIR: dir, PONTE_WA_VERSION: '2,3000,1' }, /PONTE_WA_VERSION/],
     [{ PONTE_AUTH_DIR: dir, PONTE_WA_VERSION: 'v2.3000.1' }, /PONTE_WA_VERSION/],
     [{ PONTE_AUTH_DIR: dir, PONTE_WA_WEBSOCKET_URL: 'not a url' }, /PONTE_WA_WEBSOCKET_URL/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_PAIRING_PHONE: '+55 11 99999-0000' }, /PONTE_PAIRING_PHONE/],
     [{ PONTE_AUTH_DIR: dir, PONTE_WA_WEBSOCKET_URL: 'https://web.whatsapp.com' }, /PONTE_WA_WEBSOCKET_URL/],
     [{ PONTE_AUTH_DIR: dir, PONTE_LOG_LEVEL: 'loud' }, /PONTE_LOG_LEVEL/],
     [{ PONTE_AUTH_DIR: dir, PONTE_CONNECT_TIMEOUT_MS: '-5' }, /PONTE_CONNECT_TIMEOUT_MS/],
