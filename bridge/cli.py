@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "redis":
             return _redis(settings)
         settings.check_required()
+        if settings.webhook_authorized_agent_names:
+            logger.warning("WEBHOOK_AUTHORIZED_AGENT_NAMES is ignored: anyone can change a "
+                           "display name. Use WEBHOOK_AUTHORIZED_AGENT_EMAILS or _IDS.")
         if args.command == "serve":
             return _serve(settings)
         if args.command == "worker":

@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     """Every setting Ponte reads. Field names are the environment variables, lower-cased."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True,
+        env_ignore_empty=True,  # an empty line in .env (as in .env.example) means "unset"
     )
 
     # --- server -----------------------------------------------------------------------------
@@ -70,6 +71,7 @@ class Settings(BaseSettings):
     baileys_command_timeout_ms: int = Field(30_000, ge=100)
     baileys_connect_timeout_ms: int = Field(20_000, ge=100)
     baileys_keepalive_ms: int = Field(30_000, ge=1000)
+    baileys_qr_timeout_ms: int | None = Field(None, ge=1000)
     baileys_stop_wait_ms: int = Field(10_000, ge=100)
     baileys_start_secs: float = Field(10.0, ge=0)
     baileys_send_wait_ms: int = Field(300_000, ge=1000)
@@ -81,7 +83,6 @@ class Settings(BaseSettings):
     chatwoot_queue_concurrency: int = Field(5, ge=1, le=64)
     chatwoot_queue_worker_log_level: LogLevel = "info"
     chatwoot_language: Literal["pt_BR", "en"] = "pt_BR"
-    default_chatwoot_account_id: int | None = Field(None, ge=1)
     # Delivery attempts per message and the first backoff step (the original's BullMQ knobs).
     bullmq_job_attempts: int = Field(10, ge=1, le=100)
     bullmq_job_backoff_delay: int = Field(5000, ge=100)

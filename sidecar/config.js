@@ -23,6 +23,7 @@ const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 
  * @property {number} connectTimeoutMs
  * @property {number} keepAliveMs
  * @property {string | null} pairingPhone  digits: link by pairing code instead of QR codes
+ * @property {number | null} qrTimeoutMs  lifetime of every QR ref; null keeps Baileys' 60 s / 20 s
  */
 
 export class ConfigError extends Error {
@@ -94,6 +95,7 @@ export function loadConfig(env) {
     connectTimeoutMs: positiveInt(get, 'PONTE_CONNECT_TIMEOUT_MS', DEFAULT_CONNECT_TIMEOUT_MS),
     keepAliveMs: positiveInt(get, 'PONTE_KEEPALIVE_MS', DEFAULT_KEEPALIVE_MS),
     pairingPhone,
+    qrTimeoutMs: get('PONTE_QR_TIMEOUT_MS') === undefined ? null : positiveInt(get, 'PONTE_QR_TIMEOUT_MS', 0),
   };
 }
 

@@ -132,6 +132,7 @@ async function main() {
     connectTimeoutMs: config.connectTimeoutMs,
     keepAliveIntervalMs: config.keepAliveMs,
     markOnlineOnConnect: false,
+    ...(config.qrTimeoutMs !== null ? { qrTimeout: config.qrTimeoutMs } : {}),
     syncFullHistory: false,
     // One for the process, not per socket: retry counts must survive the 515 reconnect.
     msgRetryCounterCache: new TtlCache(),

@@ -21,14 +21,12 @@ import redis
 
 from bridge import embedded_redis
 from bridge.config import Settings, load_settings
+from tests.fakes.chatwoot import fake_chatwoot  # noqa: F401  (fixtures for every test)
+from tests.fakes.whatsapp import whatsapp  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "fakes" / "scripts"
 
-try:  # the fake Chatwoot's own fixture (tests/fakes/chatwoot.py)
-    from tests.fakes.chatwoot import fake_chatwoot  # noqa: F401
-except ImportError:  # pragma: no cover - only while the fake is being written
-    pass
 
 
 def free_port() -> int:

@@ -91,3 +91,22 @@ def test_secrets_never_show_in_the_settings_repr() -> None:
     for secret in ("tok", "shh-1", "shh-2", "adm"):
         assert f"'{secret}'" not in text
     assert [x.get_secret_value() for x in s.webhook_secret] == ["shh-1", "shh-2"]
+
+
+def test_env_example_as_copied_is_valid_and_asks_for_the_required_values(
+        tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    s = load_settings(_env_file=example)
+    assert s.sessions_dir == Path("data/sessions")  # empty means default, not "."
+    assert s.server_admin_token is None and s.redis_url is None and s.webhook_token is None
+    with pytest.raises(ConfigError, match="CHATWOOT_API_ACCESS_TOKEN, WEBHOOK_SECRET or"):
+        s.check_required()
+
+
+def test_every_setting_is_in_env_example() -> None:
+    from bridge.config import Settings
+
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    names = {line.split("=", 1)[0] for line in example.splitlines()
+             if line and not line.startswith("#")}
+    assert {name.upper() for name in Settings.model_fields} - names == set()

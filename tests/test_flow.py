@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,9 @@ import httpx
 import pytest
 
 from bridge.jobs.notes import qr_png
-from tests.conftest import (
-    SettingsFactory,
-    free_port,
-    scripted_sidecar_command,
-    settings_env,
-    wait_for,
-    write_script,
-)
+from tests.conftest import SettingsFactory, scripted_sidecar_command, wait_for, write_script
+from tests.desk import Desk, open_desk
 from tests.fakes.chatwoot import FakeChatwoot
-from tests.processes import PonteProcess
 
 QR = "2@Xf7pLq0aBcD,MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=,aWRlbnRpdHk=,YWR2,Mac OS"
 CUSTOMER = "5511988887777@s.whatsapp.net"
@@ -60,15 +52,8 @@ def whatsapp_script(path: Path) -> Path:
     ])
 
 
-@dataclass
-class Flow:
-    fake: FakeChatwoot
-    base: str
+class Flow(Desk):
     control: Path
-    instance: str
-    ops_conversation: int
-    serve: PonteProcess
-    worker: PonteProcess
 
     def trigger(self, name: str) -> None:
         (self.control / f"{self.instance}.{name}").touch()
@@ -79,37 +64,17 @@ class Flow:
             return []
         return [c for c in map(json.loads, record.read_text().splitlines()) if c["type"] == kind]
 
-    def notes(self) -> list[dict[str, Any]]:
-        return [m for m in self.fake.messages(self.ops_conversation) if m["private"]]
-
 
 @pytest.fixture
 def flow(fake_chatwoot: FakeChatwoot, make_settings: SettingsFactory,
          tmp_path: Path) -> Iterator[Flow]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    inbox = fake_chatwoot.add_inbox("WhatsApp Loja", webhook_url=f"{base}/webhook/chatwoot")
-    ops = fake_chatwoot.create_conversation_for("+5585999990000", inbox["id"])
     control = tmp_path / "control"
-    settings = make_settings(
-        server_port=port, chatwoot_base_url=fake_chatwoot.url,
-        chatwoot_api_access_token=fake_chatwoot.token, webhook_secret=inbox["secret"],
-        webhook_authorized_agent_emails=fake_chatwoot.default_agent["email"],
-        chatwoot_queue_concurrency=2,
-        baileys_sidecar_command=scripted_sidecar_command(
-            control, whatsapp_script(tmp_path / "whatsapp.jsonl")))
-    env = settings_env(settings)
-    serve = PonteProcess("serve", env, tmp_path / "serve.log")
-    worker = PonteProcess("worker", env, tmp_path / "worker.log")
-    try:
-        serve.wait_http(f"{base}/healthz")
-        yield Flow(fake_chatwoot, base, control, f"1-{inbox['id']}", ops["id"], serve, worker)
-    except BaseException:
-        print("--- serve ---\n" + serve.output() + "\n--- worker ---\n" + worker.output())
-        raise
-    finally:
-        serve.stop()
-        worker.stop()
+    command = scripted_sidecar_command(control, whatsapp_script(tmp_path / "whatsapp.jsonl"))
+    with open_desk(fake_chatwoot, make_settings, tmp_path,
+                   baileys_sidecar_command=command) as desk:
+        flow = Flow(**{f: getattr(desk, f) for f in desk.__dataclass_fields__})
+        flow.control = control
+        yield flow
 
 
 def test_link_by_qr_then_relay_text_both_ways(flow: Flow) -> None:

@@ -242,6 +242,8 @@ class InstanceRunner:
         os.chmod(session, 0o700)
         settings = self._sup.settings
         extra = {"PONTE_PAIRING_PHONE": pairing_phone} if pairing_phone else {}
+        if settings.baileys_qr_timeout_ms:
+            extra["PONTE_QR_TIMEOUT_MS"] = str(settings.baileys_qr_timeout_ms)
         env = sidecar_env(os.environ, {**extra,
             "PONTE_INSTANCE_ID": self.instance_id,
             "PONTE_AUTH_DIR": str(session.resolve()),

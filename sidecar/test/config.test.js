@@ -19,6 +19,7 @@ test('defaults: pinned version, WhatsApp URL, warn, Baileys timeouts', (t) => {
     connectTimeoutMs: 20000,
     keepAliveMs: 30000,
     pairingPhone: null,
+    qrTimeoutMs: null,
   });
 });
 
@@ -35,6 +36,7 @@ test('every variable is read; empty counts as unset', (t) => {
     PONTE_CONNECT_TIMEOUT_MS: '5000',
     PONTE_KEEPALIVE_MS: '1000',
     PONTE_PAIRING_PHONE: '5511999990000',
+    PONTE_QR_TIMEOUT_MS: '1500',
   });
   assert.equal(config.instanceId, '-');
   assert.equal(config.websocketUrl, 'ws://127.0.0.1:8080/ws/chat');
@@ -44,6 +46,7 @@ test('every variable is read; empty counts as unset', (t) => {
   assert.equal(config.connectTimeoutMs, 5000);
   assert.equal(config.keepAliveMs, 1000);
   assert.equal(config.pairingPhone, '5511999990000');
+  assert.equal(config.qrTimeoutMs, 1500);
 });
 
 test('bad values are ConfigErrors naming the variable', (t) => {
