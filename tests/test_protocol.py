@@ -75,7 +75,7 @@ def test_decoder_ignores_fields_a_newer_sidecar_adds() -> None:
 
 
 def test_message_event_keeps_baileys_json_untouched() -> None:
-    line = lines("events.jsonl")[-7]
+    line = next(x for x in lines("events.jsonl") if '"messageSecret"' in x)
     event = decode_event(line.encode())
     assert isinstance(event, MessageEvent)
     assert event.message == json.loads(line)["message"]
@@ -95,3 +95,11 @@ def test_encoded_commands_match_schema(command: SendTextCommand) -> None:
 def test_protocol_version_matches_schema_and_docs() -> None:
     assert PROTOCOL_VERSION == 1
     assert "version 1" in (ROOT / "docs" / "protocol.md").read_text().splitlines()[0]
+
+
+def test_media_carries_a_path_or_an_error_never_both() -> None:
+    media = [x for x in lines("events.jsonl") if '"media"' in x]
+    assert {type(decode_event(x.encode())).__name__ for x in media} == {"MessageEvent"}
+    both = next(x for x in lines("invalid.jsonl") if '"media"' in x)
+    with pytest.raises(ProtocolError, match="media"):
+        decode_event(both.encode())

@@ -95,6 +95,23 @@ class ConnectionEvent(Frame):
         return data
 
 
+class MediaInfo(Frame):
+    """A media message's file in the sidecar's spool, or why there is none."""
+
+    path: str | None = None
+    mimetype: str
+    size: int | None = None
+    file_name: str | None = None
+    error: Literal["too_large", "download_failed"] | None = None
+    message: str | None = None
+
+    @model_validator(mode="after")
+    def _path_xor_error(self) -> MediaInfo:
+        if (self.path is None) == (self.error is None):
+            raise ValueError("media carries either `path` or `error`")
+        return self
+
+
 class MessageEvent(Frame):
     """A message arrived, or was sent from the phone or by us (Baileys `messages.upsert`)."""
 
@@ -104,6 +121,16 @@ class MessageEvent(Frame):
     content_type: str | None
     echo: bool
     message: dict[str, Any]  # Baileys' own WAMessage JSON, untouched
+    media: MediaInfo | None = None
+    chat_name: str | None = None  # a group's subject
+
+
+class LidMappingEvent(Frame):
+    """A LID and a phone number are the same person (Baileys `lid-mapping.update`)."""
+
+    type: Literal["lid_mapping"]
+    lid: str = Field(pattern=r"^[0-9]+@lid$")
+    pn: str = Field(pattern=r"^[0-9]+@s\.whatsapp\.net$")
 
 
 class ResultError(Frame):
@@ -136,13 +163,13 @@ class FatalEvent(Frame):
 
 
 SidecarEvent = Annotated[
-    ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent | ResultEvent
-    | FatalEvent,
+    ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent | LidMappingEvent
+    | ResultEvent | FatalEvent,
     Field(discriminator="type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[SidecarEvent] = TypeAdapter(SidecarEvent)  # type: ignore[arg-type]
-EVENT_TYPES = frozenset({"ready", "qr", "pairing_code", "connection", "message", "result",
-                         "fatal"})
+EVENT_TYPES = frozenset({"ready", "qr", "pairing_code", "connection", "message", "lid_mapping",
+                         "result", "fatal"})
 
 
 class Command(Frame):
