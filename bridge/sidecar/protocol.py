@@ -167,7 +167,7 @@ SidecarEvent = Annotated[
     | ResultEvent | FatalEvent,
     Field(discriminator="type"),
 ]
-_EVENT_ADAPTER: TypeAdapter[SidecarEvent] = TypeAdapter(SidecarEvent)  # type: ignore[arg-type]
+_EVENT_ADAPTER: TypeAdapter[SidecarEvent] = TypeAdapter(SidecarEvent)
 EVENT_TYPES = frozenset({"ready", "qr", "pairing_code", "connection", "message", "lid_mapping",
                          "result", "fatal"})
 
