@@ -121,6 +121,10 @@ def test_lid_addressed_message_lands_in_the_same_contact(
     link(desk, whatsapp)
     whatsapp.add_contact(CUSTOMER, lid="207365884047522", push_name="Maria")
     first = whatsapp.send_text(CUSTOMER, "pelo número", addressing="pn")
+    # Baileys locks per address, so a PN and a LID message sent within milliseconds can come
+    # out in either order; people write seconds apart. The identity is what is under test.
+    wait_for(lambda: [m for m in desk.fake.messages() if m["source_id"] == first], timeout=20,
+             message="the first message")
     second = whatsapp.send_text(CUSTOMER, "pelo LID", addressing="lid")
     posted = wait_for(
         lambda: [m for m in desk.fake.messages() if m["source_id"] in (first, second)]
