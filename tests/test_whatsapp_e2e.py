@@ -229,3 +229,20 @@ def test_restart_with_a_saved_session_opens_without_a_qr(
     wait_for(lambda: desk.status().get("status") == "open", timeout=30, message="open again")
     assert len(qr_notes(desk)) == qr_count
     assert len(whatsapp.open_connections()) == 1  # exactly one sidecar on the identity
+
+
+def test_a_sidecar_stuck_connecting_is_restarted(
+        fake_chatwoot: FakeChatwoot, whatsapp: WhatsAppSimulator,
+        make_settings: SettingsFactory, tmp_path: Path) -> None:
+    # WhatsApp answers the WebSocket upgrade with 503 and hangs up: rc14 then waits forever.
+    whatsapp.configure(reject_ws_upgrade=503, reject_ws_upgrade_close=True)
+    with open_desk(fake_chatwoot, make_settings, tmp_path,
+                   baileys_sidecar_command=whatsapp.sidecar_command,
+                   baileys_wa_websocket_url=whatsapp.websocket_url,
+                   baileys_connect_timeout_ms=1000, baileys_reconnect_delay_ms=300) as desk:
+        desk.command("erga")
+        wait_for(lambda: (desk.status().get("lastError") or "").startswith("stuck connecting"),
+                 timeout=30, message="the watchdog")
+        whatsapp.configure(reject_ws_upgrade=None, reject_ws_upgrade_close=False)
+        note = wait_for(lambda: (qr_notes(desk) or [None])[0], timeout=30, message="a QR")
+        assert desk.qr_from_note(note)

@@ -99,6 +99,7 @@ class InstanceRunner:
         self.current_pairing_code: str | None = None
         self._stop_requested = asyncio.Event()
         self._open = asyncio.Event()
+        self._settled = asyncio.Event()  # open, or showing a QR / code: not stuck connecting
         self._task: asyncio.Task[None] | None = None
         self._last_close: ConnectionEvent | None = None
         self._fatal: str | None = None
@@ -120,6 +121,8 @@ class InstanceRunner:
             self._open.set()
         else:
             self._open.clear()
+        if new in (ConnectionState.OPEN, ConnectionState.PAIRING):
+            self._settled.set()
         if new is not ConnectionState.PAIRING:
             self.current_qr = None
             self.current_pairing_code = None
@@ -265,9 +268,26 @@ class InstanceRunner:
             self._log.bind(error=str(err)).error("Sidecar could not be started")
             return -1
         self._log.bind(pid=self.process.pid).info("Sidecar started")
-        code = await self.process.wait()
+        self._settled.clear()
+        watchdog = asyncio.create_task(self._watch_connecting(self.process))
+        try:
+            code = await self.process.wait()
+        finally:
+            watchdog.cancel()
         self._log.bind(exit_code=code).info("Sidecar ended")
         return code
+
+    async def _watch_connecting(self, process: SidecarProcess) -> None:
+        """Baileys can hang in `connecting` for good (an HTTP error on the WebSocket upgrade,
+        then a closed TCP connection: no close, no timeout). Past a few connect timeouts without
+        an open connection or a QR, stop the sidecar; the loop then backs off and starts again."""
+        limit = max(3.0, 3 * self._sup.settings.baileys_connect_timeout_ms / 1000)
+        try:
+            await asyncio.wait_for(self._settled.wait(), limit)
+        except TimeoutError:
+            self.last_error = f"stuck connecting for {limit:.0f}s"
+            self._log.bind(seconds=limit).warning("Sidecar stuck connecting; restarting it")
+            await process.stop(self._sup.settings.baileys_stop_wait_ms / 1000)
 
     async def _decide(self, code: int) -> policy.Action | None:
         """After an unrequested end: the next action, or None when the runner must end."""
@@ -382,8 +402,9 @@ class InstanceRunner:
             self._set_connection(ConnectionState.CONNECTING)
         else:
             self._set_connection(ConnectionState.CLOSED)
-            self.last_error = (f"{event.reason or 'closed'} ({event.status_code})"
-                               if event.status_code is not None else event.reason)
+            if event.reason != "intentional":  # our own stop is not an error to show
+                self.last_error = (f"{event.reason or 'closed'} ({event.status_code})"
+                                   if event.status_code is not None else event.reason)
         self._log.bind(code=event.status_code, reason=event.reason,
                        will_reconnect=event.will_reconnect).info("WhatsApp connection closed")
 
