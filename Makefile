@@ -33,7 +33,7 @@ lint: setup
 	$(BIN)/mypy
 
 test-node: $(NODE_STAMP)
-	node --test --test-reporter=dot sidecar/test/
+	node --test --test-reporter=dot sidecar/test/ tests/simulator/test/
 
 test-py: $(PY_STAMP)
 	$(BIN)/pytest -q

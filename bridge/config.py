@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     baileys_connect_timeout_ms: int = Field(20_000, ge=100)
     baileys_keepalive_ms: int = Field(30_000, ge=1000)
     baileys_qr_timeout_ms: int | None = Field(None, ge=1000)
+    baileys_media_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # Chats not shown in Chatwoot: status updates, channels (newsletters), broadcast lists.
+    baileys_ignore_chats: CommaList = ["status", "newsletter", "broadcast"]
     baileys_stop_wait_ms: int = Field(10_000, ge=100)
     baileys_start_secs: float = Field(10.0, ge=0)
     baileys_send_wait_ms: int = Field(300_000, ge=1000)
@@ -83,6 +86,10 @@ class Settings(BaseSettings):
     chatwoot_queue_concurrency: int = Field(5, ge=1, le=64)
     chatwoot_queue_worker_log_level: LogLevel = "info"
     chatwoot_language: Literal["pt_BR", "en"] = "pt_BR"
+    # A customer writing after their conversation was resolved: reopen it, or start a new one.
+    chatwoot_conversation_policy: Literal["reopen", "new"] = "reopen"
+    # A message older than this (a backlog after downtime) shows its original time; 0: never.
+    chatwoot_old_message_minutes: int = Field(30, ge=0)
     # Delivery attempts per message and the first backoff step (the original's BullMQ knobs).
     bullmq_job_attempts: int = Field(10, ge=1, le=100)
     bullmq_job_backoff_delay: int = Field(5000, ge=100)
@@ -124,7 +131,7 @@ class Settings(BaseSettings):
         return [e.lower() for e in _split(value)]
 
     @field_validator("webhook_authorized_agent_ids", "webhook_secret",
-                     "webhook_authorized_agent_names", mode="before")
+                     "webhook_authorized_agent_names", "baileys_ignore_chats", mode="before")
     @classmethod
     def _list(cls, value: Any) -> Any:
         return _split(value)
@@ -139,6 +146,15 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("baileys_ignore_chats")
+    @classmethod
+    def _ignore_chats(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - {"status", "newsletter", "broadcast", "group"}
+        if unknown:
+            raise ValueError(f"unknown chat kinds {sorted(unknown)}; use status, newsletter, "
+                             "broadcast, group")
+        return value
+
     @field_validator("baileys_sidecar_command")
     @classmethod
     def _command(cls, value: str) -> str:
@@ -150,6 +166,11 @@ class Settings(BaseSettings):
     @property
     def sessions_dir(self) -> Path:
         return self.baileys_auth_sessions_parent_dir or self.server_data_dir / "sessions"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Media the sidecars downloaded, waiting to be attached in Chatwoot."""
+        return self.server_data_dir / "spool"
 
     @property
     def sidecar_argv(self) -> list[str]:

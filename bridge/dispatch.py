@@ -27,24 +27,49 @@ from bridge.jobs.queues import schedule_drain
 from bridge.sidecar.protocol import MessageEvent, WaMessageKeyModel
 from bridge.store import keys
 from bridge.store.connection import as_text
+from bridge.store.lids import LidTable
 from bridge.store.mailbox import ItemKind, MailboxItem, MailboxWriter
 
 QR_LIFETIME_SECONDS = 60  # Baileys' first ref lives 60 s, later ones 20 s
-_IGNORED_SERVERS = {"broadcast", "newsletter"}  # status updates, broadcast lists, channels
+
+
+def chat_kind(jid: str) -> str:
+    """`person`, `group`, `status` (status updates), `newsletter` (channels), `broadcast`."""
+    if jid == "status@broadcast":
+        return "status"
+    server = jid_server(jid)
+    return {"g.us": "group", "newsletter": "newsletter", "broadcast": "broadcast"}.get(
+        server, "person")
 
 
 def chat_jid_of(key: WaMessageKeyModel) -> Jid:
-    """The chat a message belongs to, by phone number whenever WhatsApp gave us one."""
+    """The chat a message belongs to, by phone number whenever the key names one."""
     if is_lid_jid(key.remoteJid) and key.remoteJidAlt and is_user_jid(key.remoteJidAlt):
         return normalize_jid(key.remoteJidAlt)
     return normalize_jid(key.remoteJid)
 
 
+def _pairs_in(key: WaMessageKeyModel) -> list[tuple[str, str]]:
+    """(lid, pn) pairs a message key reveals: the chat's, and a group sender's."""
+    pairs = []
+    for a, b in ((key.remoteJid, key.remoteJidAlt), (key.participant, key.participantAlt)):
+        if a and b:
+            if is_lid_jid(a) and is_user_jid(b):
+                pairs.append((a, b))
+            elif is_user_jid(a) and is_lid_jid(b):
+                pairs.append((b, a))
+    return pairs
+
+
 class Dispatcher:
-    def __init__(self, redis_async: aioredis.Redis, redis_sync: redis.Redis) -> None:
+    def __init__(self, redis_async: aioredis.Redis, redis_sync: redis.Redis, *,
+                 ignore_chats: frozenset[str] = frozenset({"status", "newsletter", "broadcast"})
+                 ) -> None:
         self._redis = redis_async
         self._sync = redis_sync
         self._writer = MailboxWriter(redis_async)
+        self._lids = LidTable(redis_async)
+        self._ignore_chats = ignore_chats
 
     async def append(self, mailbox: str, item: MailboxItem) -> None:
         if await self._writer.append(mailbox, item):
@@ -54,10 +79,14 @@ class Dispatcher:
         """Queue a sidecar message for Chatwoot; False when it is not for Chatwoot."""
         if event.echo:
             return False  # we sent it from Chatwoot: it is there already
-        if jid_server(event.key.remoteJid) in _IGNORED_SERVERS:
+        if chat_kind(event.key.remoteJid) in self._ignore_chats:
             return False
         try:
+            for lid, pn in _pairs_in(event.key):
+                await self.lid_mapping(instance_id, lid, pn)
             chat_jid = chat_jid_of(event.key)
+            if is_lid_jid(chat_jid):
+                chat_jid = await self._lids.pn_for(instance_id, chat_jid) or chat_jid
         except ValueError:
             logger.bind(instance=instance_id).warning("Message with an unreadable chat address")
             return False
@@ -68,6 +97,20 @@ class Dispatcher:
         logger.bind(instance=instance_id, chat_jid=chat_jid, wa_message_id=event.key.id).debug(
             "Message queued for Chatwoot")
         return True
+
+    async def lid_mapping(self, instance_id: InstanceId, lid: str, pn: str) -> None:
+        """Remember that `lid` is `pn`. If the LID was already shown in Chatwoot as a contact of
+        its own, queue the merge in the phone number's mailbox: it runs before that chat's next
+        message, so the person is one contact from then on."""
+        if not await self._lids.remember(instance_id, lid, pn):
+            return
+        lid_jid, pn_jid = normalize_jid(lid), normalize_jid(pn)
+        if not await self._redis.exists(keys.conversation(instance_id, lid_jid)):
+            return
+        item = MailboxItem(id=f"merge-{lid_jid}-{pn_jid}", kind=ItemKind.IDENTITY, payload={
+            "instance_id": instance_id, "lid": lid_jid, "pn": pn_jid})
+        await self.append(keys.chat_mailbox(ChatKey(instance_id, pn_jid)), item)
+        logger.bind(instance=instance_id, chat_jid=pn_jid).info("LID contact queued for merging")
 
     async def note(self, account_id: int, conversation_id: int, content: str, *,
                    qr: str | None = None) -> None:

@@ -92,6 +92,20 @@ def jid_from_phone(phone: str) -> Jid:
     return Jid(f"{digits}@{USER_SERVER}")
 
 
+def phone_variants(phone: str) -> list[str]:
+    """A `+digits` number and, for Brazilian mobiles, the same number with or without the ninth
+    digit: WhatsApp still knows many as 55 DD XXXXXXXX while people write 55 DD 9XXXXXXXX."""
+    match = re.fullmatch(r"\+55(\d{2})(\d{8,9})", phone)
+    if not match:
+        return [phone]
+    area, local = match.groups()
+    if len(local) == 9 and local[0] == "9":
+        return [phone, f"+55{area}{local[1:]}"]
+    if len(local) == 8 and local[0] in "6789":  # mobiles; 2-5 are landlines, no ninth digit
+        return [phone, f"+55{area}9{local}"]
+    return [phone]
+
+
 def normalize_phone(phone: str) -> str:
     """Any written form of a phone number -> `+digits`; raises ValueError if not a number."""
     return "+" + jid_from_phone(phone).partition("@")[0]

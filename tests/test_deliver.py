@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,25 +32,39 @@ class Desk:
         self.mailbox = keys.chat_mailbox(ChatKey(instance, CHAT))
 
     def whatsapp(self, wa_id: str, text: str, *, from_me: bool = False) -> None:
-        key = {"remoteJid": CHAT, "fromMe": from_me, "id": wa_id}
-        event = MessageEvent.model_validate({
-            "type": "message", "upsert": "notify", "key": key, "content_type": "conversation",
-            "echo": False, "message": {"key": key, "messageTimestamp": 1764374400,
-                                       "pushName": "Maria", "message": {"conversation": text}}})
-        item = MailboxItem(id=wa_id, kind=ItemKind.WA_MESSAGE, payload={
-            "instance_id": self.instance, "chat_jid": CHAT,
+        self.push(wa_id, {"conversation": text}, from_me=from_me)
+
+    def push(self, wa_id: str, content: dict[str, Any], *, from_me: bool = False,
+             chat: str = CHAT, push_name: str | None = "Maria", **frame: Any) -> None:
+        """A sidecar `message` frame for `chat` into that chat's mailbox."""
+        key = {"remoteJid": chat, "fromMe": from_me, "id": wa_id, **frame.pop("key", {})}
+        message: dict[str, Any] = {"key": key, "messageTimestamp": int(time.time()),
+                                   "message": content}
+        if push_name:
+            message["pushName"] = push_name
+        self.enqueue(MessageEvent.model_validate({
+            "type": "message", "upsert": "notify", "key": key,
+            "content_type": next(iter(content)), "echo": False, "message": message, **frame}))
+
+    def enqueue(self, event: MessageEvent) -> None:
+        chat = event.key.remoteJid
+        item = MailboxItem(id=event.key.id, kind=ItemKind.WA_MESSAGE, payload={
+            "instance_id": self.instance, "chat_jid": chat,
             "event": event.model_dump(mode="json")})
-        self.redis.rpush(self.mailbox, item.dumps())
-        self.redis.sadd(keys.MAILBOXES_PENDING, self.mailbox)
+        mailbox = keys.chat_mailbox(ChatKey(self.instance, Jid(chat)))
+        self.redis.rpush(mailbox, item.dumps())
+        self.redis.sadd(keys.MAILBOXES_PENDING, mailbox)
+        self.mailbox = mailbox
 
     def work(self, *, until_empty: bool = True, timeout: float = 20.0) -> None:
-        """Run the worker (with its scheduler, for retries) until the mailbox is drained."""
-        schedule_drain(self.redis, self.mailbox)
+        """Run the worker (with its scheduler, for retries) until every mailbox is drained."""
+        for mailbox in self.redis.smembers(keys.MAILBOXES_PENDING):
+            schedule_drain(self.redis, mailbox.decode())
         deadline = time.monotonic() + timeout
         while True:
             SimpleWorker(list(ALL_QUEUES), connection=self.redis).work(
                 burst=True, with_scheduler=True)
-            if not until_empty or self.redis.llen(self.mailbox) == 0:
+            if not until_empty or self.redis.scard(keys.MAILBOXES_PENDING) == 0:
                 return
             if time.monotonic() > deadline:
                 pytest.fail("mailbox not drained")
@@ -196,3 +211,165 @@ def test_a_long_backlog_is_handed_over_between_jobs(desk: Desk,
         desk.whatsapp(f"WA{n}", f"m{n}")
     desk.work()
     assert [m["content"] for m in desk.posted()] == ["m1", "m2", "m3"]
+
+
+# --- issue 4: what needs state besides the converters ------------------------------------
+def test_media_is_streamed_from_the_spool_then_deleted(desk: Desk) -> None:
+    spool = runtime.current().settings.spool_dir / desk.instance
+    spool.mkdir(parents=True)
+    photo = spool / "3EB0IMG1.jpg"
+    photo.write_bytes(b"\xff\xd8jpeg-bytes" * 1000)
+    outside = spool.parent.parent / "not-in-spool.jpg"
+    outside.write_bytes(b"keep me")
+    desk.push("WA1", {"imageMessage": {"mimetype": "image/jpeg", "caption": "chegou assim"}},
+              media={"path": str(photo), "mimetype": "image/jpeg", "size": 13000,
+                     "file_name": None})
+    desk.push("WA2", {"imageMessage": {"mimetype": "image/jpeg"}},
+              media={"path": str(outside), "mimetype": "image/jpeg", "size": 7,
+                     "file_name": None})
+    desk.work()
+    first, second = desk.posted()
+    assert first["content"] == "chegou assim"
+    (attachment,) = first["attachments"]
+    assert attachment["file_type"] == "image"
+    assert desk.fake.attachment_bytes(attachment["id"]) == b"\xff\xd8jpeg-bytes" * 1000
+    assert not photo.exists()  # attached, so gone from the spool
+    assert outside.exists()  # a path outside the spool is never deleted
+
+
+def test_a_reply_links_to_the_quoted_message_or_quotes_it(desk: Desk) -> None:
+    desk.whatsapp("WA1", "qual o prazo?")
+    desk.push("WA2", {"extendedTextMessage": {"text": "e o frete?", "contextInfo": {
+        "stanzaId": "WA1", "participant": CHAT,
+        "quotedMessage": {"conversation": "qual o prazo?"}}}})
+    desk.push("WA3", {"extendedTextMessage": {"text": "sobre aquilo", "contextInfo": {
+        "stanzaId": "WA-UNKNOWN", "participant": CHAT,
+        "quotedMessage": {"conversation": "uma mensagem antiga"}}}})
+    desk.work()
+    original, reply, orphan = desk.posted()
+    assert reply["content_attributes"]["in_reply_to"] == original["id"]
+    assert "in_reply_to" not in (orphan["content_attributes"] or {}) or \
+        orphan["content_attributes"]["in_reply_to"] is None
+    assert orphan["content"].startswith("> uma mensagem antiga")
+
+
+def test_a_lid_contact_becomes_the_person_once_the_number_is_known(desk: Desk) -> None:
+    from bridge.chatwoot.identity import Identity
+
+    lid = "207365884047522@lid"
+    desk.push("WA1", {"conversation": "oi (por LID)"}, chat=lid)
+    desk.work()
+    (lid_contact,) = desk.fake.contacts
+    assert lid_contact["identifier"] == lid and lid_contact["phone_number"] is None
+    Identity(runtime.current().chatwoot, desk.redis).merge_lid(desk.instance, lid, CHAT)
+    desk.whatsapp("WA2", "agora pelo número")
+    desk.work()
+    (person,) = desk.fake.contacts
+    assert person["id"] == lid_contact["id"]
+    assert (person["identifier"], person["phone_number"]) == (CHAT, "+5511988887777")
+    first, second = desk.posted()
+    assert first["conversation_id"] == second["conversation_id"]
+
+
+def test_a_lid_contact_merges_into_an_existing_person_by_number(desk: Desk) -> None:
+    from bridge.chatwoot.identity import Identity
+
+    desk.whatsapp("WA1", "pelo número primeiro")
+    lid = "207365884047522@lid"
+    desk.push("WA2", {"conversation": "depois por LID, sem saber quem é"}, chat=lid)
+    desk.work()
+    assert len(desk.fake.contacts) == 2
+    Identity(runtime.current().chatwoot, desk.redis).merge_lid(desk.instance, lid, CHAT)
+    (person,) = desk.fake.contacts
+    assert person["identifier"] == CHAT
+    desk.push("WA3", {"conversation": "de novo por LID"}, chat=lid)
+    desk.work()
+    assert {m["conversation_id"] for m in desk.posted()} >= {desk.posted()[0]["conversation_id"]}
+    assert desk.posted()[-1]["conversation_id"] == desk.posted()[0]["conversation_id"]
+
+
+def test_a_group_is_one_contact_named_after_the_group_and_renamed_with_it(desk: Desk) -> None:
+    group = "120363025246125486@g.us"
+    member = {"participant": "5511977776666@s.whatsapp.net"}
+    desk.push("WA1", {"conversation": "bom dia"}, chat=group, chat_name="Vendas SP",
+              push_name="João", key=member)
+    desk.push("WA2", {"conversation": "oi"}, chat=group, chat_name="Vendas SP",
+              push_name="Ana", key={"participant": "5511966665555@s.whatsapp.net"})
+    desk.work()
+    (contact,) = desk.fake.contacts
+    assert (contact["name"], contact["identifier"]) == ("Vendas SP", group)
+    assert len({m["conversation_id"] for m in desk.posted()}) == 1
+    desk.push("WA3", {"conversation": "mudamos o nome"}, chat=group,
+              chat_name="Vendas SP e RJ", push_name="João", key=member)
+    desk.work()
+    assert desk.fake.contacts[0]["name"] == "Vendas SP e RJ"
+
+
+def test_names_follow_whatsapp_but_a_name_given_in_chatwoot_stays(desk: Desk) -> None:
+    desk.whatsapp("WA1", "oi")
+    desk.work()
+    assert desk.fake.contacts[0]["name"] == "Maria"
+    desk.push("WA2", {"conversation": "mudei meu nome"}, push_name="Maria Souza")
+    desk.work()
+    assert desk.fake.contacts[0]["name"] == "Maria Souza"
+    renames = len(desk.fake.calls_to("PUT", r"/contacts/\d+$"))
+    desk.push("WA3", {"conversation": "de novo"}, push_name="Maria Souza")
+    desk.work()
+    assert len(desk.fake.calls_to("PUT", r"/contacts/\d+$")) == renames  # no change, no call
+
+
+def test_a_known_contact_named_by_an_agent_keeps_its_name(desk: Desk) -> None:
+    desk.fake.add_contact("Dona Maria (cliente VIP)", phone_number="+5511988887777")
+    desk.whatsapp("WA1", "oi")
+    desk.work()
+    assert desk.fake.contacts[0]["name"] == "Dona Maria (cliente VIP)"
+
+
+def test_the_new_conversation_policy_starts_fresh_after_resolve(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.chatwoot.identity import Identity
+
+    context = runtime.current()
+    monkeypatch.setattr(context, "settings",
+                        context.settings.model_copy(update={"chatwoot_conversation_policy": "new"}))
+    desk.whatsapp("WA1", "primeiro atendimento")
+    desk.work()
+    first = desk.posted()[0]["conversation_id"]
+    desk.fake.set_status(first, "resolved")
+    Identity(context.chatwoot, desk.redis).forget(desk.instance, CHAT)  # the webhook does this
+    desk.whatsapp("WA2", "novo assunto")
+    desk.work()
+    assert desk.posted()[1]["conversation_id"] != first
+
+
+def test_poll_votes_are_decrypted_and_the_tally_kept(desk: Desk) -> None:
+    vector = json.loads((Path(__file__).parent / "golden" / "polls" / "vote.json").read_text())
+    desk.redis.hset(keys.instance(desk.instance), mapping={"wa_jid": vector["poll_creator_jid"]})
+    desk.push(vector["poll_msg_id"], {"pollCreationMessageV3": {
+        "name": "Melhor horário?", "selectableOptionsCount": 1,
+        "options": [{"optionName": o} for o in vector["options"]]},
+        "messageContextInfo": {"messageSecret": {"type": "Buffer", "data": vector["secret_b64"]}}},
+        from_me=True)
+    desk.push("WA-VOTE-1", {"pollUpdateMessage": {
+        "pollCreationMessageKey": {"remoteJid": CHAT, "fromMe": True,
+                                   "id": vector["poll_msg_id"]},
+        "vote": {"encPayload": {"type": "Buffer", "data": vector["enc_payload_b64"]},
+                 "encIv": {"type": "Buffer", "data": vector["enc_iv_b64"]}}}})
+    desk.work()
+    poll, tally = [m for m in desk.fake.messages() if m["source_id"] in
+                   (vector["poll_msg_id"], "WA-VOTE-1")]
+    assert "Melhor horário?" in poll["content"]
+    assert tally["content"] == "📊 Melhor horário?\n• Manhã: 0\n• Tarde: 1\n• Noite: 0"
+    assert tally["content_attributes"]["in_reply_to"] == poll["id"]
+
+
+def test_an_undecryptable_message_is_a_note_and_a_count(desk: Desk) -> None:
+    key = {"remoteJid": CHAT, "fromMe": False, "id": "WA-BAD"}
+    desk.enqueue(MessageEvent.model_validate({
+        "type": "message", "upsert": "notify", "key": key, "content_type": None, "echo": False,
+        "message": {"key": key, "messageTimestamp": int(time.time()), "messageStubType": 2,
+                    "messageStubParameters": ["Bad MAC"]}}))
+    desk.work()
+    (note,) = [m for m in desk.fake.messages() if m["source_id"] == "WA-BAD"]
+    assert note["private"]
+    assert desk.redis.hget(keys.stats("undecryptable"), desk.instance) == b"1"

@@ -4,6 +4,7 @@ Chatwoot sending signed webhooks like Chatwoot does, the scripted sidecar playin
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def frame_message(wa_id: str, text: str, *, from_me: bool = False,
     key = {"remoteJid": CUSTOMER, "fromMe": from_me, "id": wa_id}
     return {"emit": {"type": "message", "upsert": "notify", "key": key,
                      "content_type": "conversation", "echo": False,
-                     "message": {"key": key, "messageTimestamp": 1764374400,
+                     "message": {"key": key, "messageTimestamp": int(time.time()),
                                  "pushName": push_name, "message": {"conversation": text}}}}
 
 

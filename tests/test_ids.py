@@ -43,3 +43,12 @@ def test_instance_id_round_trip() -> None:
             parse_instance_id(bad)
     with pytest.raises(ValueError):
         make_instance_id(0, 1)
+
+
+def test_brazilian_mobiles_are_found_with_and_without_the_ninth_digit() -> None:
+    from bridge.ids import phone_variants
+
+    assert phone_variants("+5511988887777") == ["+5511988887777", "+551188887777"]
+    assert phone_variants("+551188887777") == ["+551188887777", "+5511988887777"]
+    assert phone_variants("+551133334444") == ["+551133334444"]  # a landline
+    assert phone_variants("+14155550100") == ["+14155550100"]

@@ -115,6 +115,21 @@ class ChatwootClient:
         contact: dict[str, Any] = result["payload"]["contact"]
         return contact
 
+    def update_contact(self, account_id: int, contact_id: int, **fields: Any) -> dict[str, Any]:
+        """PUT /contacts/{id}: name, identifier, phone_number...; attribute maps are merged."""
+        body = self._json("PUT", f"{self._account(account_id)}/contacts/{contact_id}",
+                          json=fields)
+        contact: dict[str, Any] = body["payload"]
+        return contact
+
+    def merge_contacts(self, account_id: int, *, base_contact_id: int,
+                       mergee_contact_id: int) -> dict[str, Any]:
+        """The base keeps everything and takes the mergee's conversations; the mergee is gone."""
+        result: dict[str, Any] = self._json(
+            "POST", f"{self._account(account_id)}/actions/contact_merge",
+            json={"base_contact_id": base_contact_id, "mergee_contact_id": mergee_contact_id})
+        return result
+
     def create_contact_inbox(self, account_id: int, contact_id: int, inbox_id: int,
                              source_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._json(

@@ -18,7 +18,9 @@ from typing import Any
 from loguru import logger
 from redis.exceptions import LockError
 
+from bridge.chatwoot.identity import Identity
 from bridge.errors import ChatwootAuthError, PonteError
+from bridge.ids import InstanceId
 from bridge.jobs import notes, runtime, wa_messages
 from bridge.jobs.queues import schedule_drain
 from bridge.jobs.runtime import WorkerContext
@@ -82,6 +84,9 @@ def _handle(ctx: WorkerContext, item: MailboxItem) -> None:
         wa_messages.deliver(ctx, item)
     elif item.kind is ItemKind.NOTE:
         notes.post(ctx, item)
+    elif item.kind is ItemKind.IDENTITY:
+        Identity(ctx.chatwoot, ctx.redis).merge_lid(
+            InstanceId(item.payload["instance_id"]), item.payload["lid"], item.payload["pn"])
 
 
 def _retryable(err: Exception) -> bool:

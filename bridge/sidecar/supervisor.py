@@ -31,6 +31,7 @@ from bridge.sidecar.protocol import (
     PROTOCOL_VERSION,
     ConnectionEvent,
     FatalEvent,
+    LidMappingEvent,
     LogoutCommand,
     MessageEvent,
     PairingCodeEvent,
@@ -243,6 +244,8 @@ class InstanceRunner:
             shutil.rmtree(session, ignore_errors=True)
         session.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(session, 0o700)
+        spool = self._sup.spool_dir(self.instance_id)
+        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         settings = self._sup.settings
         extra = {"PONTE_PAIRING_PHONE": pairing_phone} if pairing_phone else {}
         if settings.baileys_qr_timeout_ms:
@@ -257,6 +260,8 @@ class InstanceRunner:
                 settings.baileys_log_level_instance, settings.baileys_log_level_instance),
             "PONTE_CONNECT_TIMEOUT_MS": str(settings.baileys_connect_timeout_ms),
             "PONTE_KEEPALIVE_MS": str(settings.baileys_keepalive_ms),
+            "PONTE_MEDIA_DIR": str(spool.resolve()),
+            "PONTE_MEDIA_MAX_BYTES": str(settings.baileys_media_max_bytes),
         })
         try:
             self.process = await SidecarProcess.start(
@@ -322,6 +327,8 @@ class InstanceRunner:
     async def _on_event(self, event: SidecarEvent) -> None:
         if isinstance(event, MessageEvent):
             await self._sup.dispatcher.wa_message(self.instance_id, event)
+        elif isinstance(event, LidMappingEvent):
+            await self._sup.dispatcher.lid_mapping(self.instance_id, event.lid, event.pn)
         elif isinstance(event, ConnectionEvent):
             await self._on_connection(event)
         elif isinstance(event, QrEvent):
@@ -430,6 +437,9 @@ class InstanceSupervisor:
 
     def session_dir(self, instance_id: InstanceId) -> Path:
         return self.settings.sessions_dir / instance_id
+
+    def spool_dir(self, instance_id: InstanceId) -> Path:
+        return self.settings.spool_dir / instance_id
 
     def backoff_delay(self, failures: int) -> float:
         base = self.settings.baileys_reconnect_delay_ms / 1000

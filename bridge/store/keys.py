@@ -60,6 +60,26 @@ def note_posted(note_id: str) -> str:
     return f"{PREFIX}:map:note:{note_id}"
 
 
+def lid_to_pn(instance_id: InstanceId, lid: str) -> str:
+    """String: the phone-number JID of a LID."""
+    return f"{PREFIX}:lid:{instance_id}:{lid}"
+
+
+def pn_to_lid(instance_id: InstanceId, pn: str) -> str:
+    """String: the LID of a phone-number JID."""
+    return f"{PREFIX}:pn:{instance_id}:{pn}"
+
+
+def poll(instance_id: InstanceId, wa_message_id: str) -> str:
+    """String (JSON): a poll's question, options, secret and votes so far."""
+    return f"{PREFIX}:poll:{instance_id}:{wa_message_id}"
+
+
+def stats(name: str) -> str:
+    """Hash instance id -> count, for the metrics (e.g. `undecryptable`)."""
+    return f"{PREFIX}:stats:{name}"
+
+
 def conversation(instance_id: InstanceId, chat_jid: str) -> str:
     """String (JSON): cached Chatwoot contact and conversation of one chat."""
     return f"{PREFIX}:conv:{instance_id}:{chat_jid}"

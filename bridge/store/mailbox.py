@@ -25,6 +25,7 @@ from bridge.store import keys
 class ItemKind(StrEnum):
     WA_MESSAGE = "wa_message"  # a sidecar `message` event for a chat
     NOTE = "note"  # a private note from Ponte to the operator
+    IDENTITY = "identity"  # a LID turned out to be a known phone number: merge the two
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,7 +36,8 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
         redis_async = connection.async_client(url)
         redis_sync = connection.sync_client(url)
         registry = Registry(redis_async)
-        dispatcher = Dispatcher(redis_async, redis_sync)
+        dispatcher = Dispatcher(redis_async, redis_sync,
+                                ignore_chats=frozenset(settings.baileys_ignore_chats))
         supervisor = InstanceSupervisor(settings, registry, dispatcher,
                                         project_root=project_root)
         supervisor.companions.append(

@@ -515,6 +515,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", f"{_A}/contacts/{{id}}/contact_inboxes", "_h_contact_inboxes_create"),
     RouteSpec("GET", f"{_A}/contacts/{{id}}/conversations", "_h_contacts_conversations"),
     RouteSpec("POST", f"{_A}/contact_inboxes/filter", "_h_contact_inboxes_filter"),
+    RouteSpec("POST", f"{_A}/actions/contact_merge", "_h_contact_merge"),
     RouteSpec("GET", f"{_A}/conversations", "_h_conversations_index"),
     RouteSpec("POST", f"{_A}/conversations", "_h_conversations_create", bots=True),
     RouteSpec("GET", _CONV, "_h_conversations_show"),
@@ -2321,6 +2322,37 @@ class FakeChatwoot:
         contact = self._contact_in(ctx.acct, ctx.path["id"])
         self._update_contact(contact, ctx.params)
         return _Reply(body={"payload": self._contact_json(contact, with_inboxes=True)})
+
+    def _h_contact_merge(self, ctx: _Ctx) -> _Reply:
+        """ContactMergeAction: the base keeps its values and takes the mergee's where it has
+        none; the mergee's contact_inboxes, conversations and messages move to the base; the
+        mergee is deleted (app/actions/contact_merge_action.rb)."""
+        base_id, mergee_id = ctx.params.get("base_contact_id"), ctx.params.get("mergee_contact_id")
+        if not present(base_id) or not present(mergee_id):
+            raise ApiError(422, {"error": "base_contact_id and mergee_contact_id are required"})
+        base = self._contact_in(ctx.acct, base_id)
+        mergee = self._contact_in(ctx.acct, mergee_id)
+        if base.id == mergee.id:
+            raise ApiError(400, {"error": "contacts are the same"})
+        for ci in self._contact_inboxes.values():
+            if ci.contact_id == mergee.id:
+                ci.contact_id = base.id
+        for conv in self._conversations.values():
+            if conv.contact_id == mergee.id:
+                conv.contact_id = base.id
+        for msg in self._messages.values():
+            if msg.sender_type == "Contact" and msg.sender_id == mergee.id:
+                msg.sender_id = base.id
+        # The mergee is gone before the base takes its unique values (identifier, phone...).
+        del self._contacts[mergee.id]
+        for attr in ("email", "phone_number", "identifier"):
+            if not getattr(base, attr) and getattr(mergee, attr):
+                setattr(base, attr, getattr(mergee, attr))
+        base.custom_attributes = {**mergee.custom_attributes, **base.custom_attributes}
+        base.additional_attributes = {**mergee.additional_attributes,
+                                      **base.additional_attributes}
+        base.updated_at = self.clock()
+        return _Reply(body=self._contact_json(base, with_inboxes=False))
 
     def _h_contacts_destroy(self, ctx: _Ctx) -> _Reply:
         self._require_admin(ctx)
