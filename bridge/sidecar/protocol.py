@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bridge.errors import ProtocolError
 
@@ -162,14 +162,15 @@ class FatalEvent(Frame):
     message: str
 
 
-SidecarEvent = Annotated[
-    ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent | LidMappingEvent
-    | ResultEvent | FatalEvent,
-    Field(discriminator="type"),
-]
-_EVENT_ADAPTER: TypeAdapter[SidecarEvent] = TypeAdapter(SidecarEvent)
-EVENT_TYPES = frozenset({"ready", "qr", "pairing_code", "connection", "message", "lid_mapping",
-                         "result", "fatal"})
+SidecarEvent = (ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent
+                | LidMappingEvent | ResultEvent | FatalEvent)
+# Discriminated on `type`: the decoder looks the model up, then validates against it alone.
+_EVENTS: dict[str, type[SidecarEvent]] = {
+    "ready": ReadyEvent, "qr": QrEvent, "pairing_code": PairingCodeEvent,
+    "connection": ConnectionEvent, "message": MessageEvent, "lid_mapping": LidMappingEvent,
+    "result": ResultEvent, "fatal": FatalEvent,
+}
+EVENT_TYPES = frozenset(_EVENTS)
 
 
 class Command(Frame):
@@ -212,13 +213,14 @@ def decode_event(line: bytes) -> SidecarEvent:
     if not isinstance(raw, dict):
         raise ProtocolError(f"not a JSON object but {type(raw).__name__}")
     kind = raw.get("type")
-    if kind not in EVENT_TYPES:
+    model = _EVENTS.get(kind) if isinstance(kind, str) else None
+    if model is None:
         raise UnknownEventType(f"unknown event type {kind!r}")
     try:
-        return _EVENT_ADAPTER.validate_python(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
+        where = ".".join(str(p) for p in first["loc"]) or "frame"
         raise ProtocolError(f"invalid {kind} event: {where}: {first['msg']}") from err
 
 
