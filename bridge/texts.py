@@ -33,6 +33,45 @@ class Texts:
     reason_timeout: str
     reason_rejected: str
     attachments_not_sent: str
+    unreadable_message: str
+    # Names of message kinds, shown in placeholders and quote excerpts.
+    kind_image: str
+    kind_video: str
+    kind_gif: str
+    kind_video_note: str
+    kind_audio: str
+    kind_voice_note: str
+    kind_document: str
+    kind_sticker: str
+    kind_animated_sticker: str
+    kind_location: str
+    kind_live_location: str
+    kind_contact: str
+    kind_poll: str
+    kind_other: str
+    media_missing: str
+    media_too_large: str
+    media_download_failed: str
+    size_unknown: str
+    decimal_separator: str  # in file sizes: "2,5 MB"
+    location_named: str
+    contact: str
+    contacts: str
+    contact_unnamed: str
+    contact_no_phone: str
+    reaction_removed: str
+    edited: str
+    deleted: str
+    deleted_own: str
+    undecryptable: str
+    poll: str
+    poll_any: str
+    poll_up_to: str
+    you: str
+    forwarded: str
+    forwarded_many: str
+    sent_at: str
+    time_format: str  # strftime pattern for `sent_at`, always in UTC
 
 
 PT_BR = Texts(
@@ -65,6 +104,50 @@ PT_BR = Texts(
     reason_rejected="o WhatsApp recusou a mensagem",
     attachments_not_sent="⚠️ Os anexos desta mensagem não foram enviados ao WhatsApp: o envio de "
     "anexos ainda não é suportado.",
+    unreadable_message="[Mensagem do tipo {kind} recebida no WhatsApp, mas não foi possível "
+    "lê-la aqui. Veja no celular.]",
+    kind_image="📷 Foto",
+    kind_video="🎥 Vídeo",
+    kind_gif="🎞️ GIF animado",
+    kind_video_note="🎥 Mensagem de vídeo",
+    kind_audio="🎵 Áudio",
+    kind_voice_note="🎤 Mensagem de voz",
+    kind_document="📄 Documento",
+    kind_sticker="✨ Figurinha",
+    kind_animated_sticker="✨ Figurinha animada",
+    kind_location="📍 Localização",
+    kind_live_location="📍 Localização em tempo real",
+    kind_contact="👤 Contato",
+    kind_poll="📊 Enquete",
+    kind_other="💬 Mensagem ({kind})",
+    media_missing="[{kind}: o arquivo não chegou até aqui. Veja no celular.]",
+    media_too_large="[{kind} não baixado: {file_name} ({size}) passa do limite de tamanho. "
+    "Veja no celular.]",
+    media_download_failed="[{kind}: não foi possível baixar {file_name} ({size}) do WhatsApp. "
+    "Veja no celular.]",
+    size_unknown="tamanho desconhecido",
+    decimal_separator=",",
+    location_named="📍 Localização: {name}",
+    contact="👤 Contato: {name}",
+    contacts="👥 {count} contatos",
+    contact_unnamed="sem nome",
+    contact_no_phone="(sem número)",
+    reaction_removed="(reação removida)",
+    edited="✏️ Mensagem editada:\n{text}",
+    deleted="🗑️ O cliente apagou esta mensagem para todos no WhatsApp. O conteúdo original "
+    "continua registrado aqui.",
+    deleted_own="🗑️ Esta mensagem foi apagada para todos no WhatsApp pelo celular conectado. O "
+    "conteúdo original continua registrado aqui.",
+    undecryptable="⚠️ Chegou uma mensagem do WhatsApp que não pôde ser descriptografada "
+    "({reason}). Ela pode chegar de novo em instantes; se não chegar, veja no celular.",
+    poll="📊 Enquete: {question}",
+    poll_any="(várias respostas permitidas)",
+    poll_up_to="(até {count} respostas)",
+    you="Você",
+    forwarded="↪️ Encaminhada",
+    forwarded_many="↪️ Encaminhada com frequência",
+    sent_at="🕓 Enviada no WhatsApp em {time}",
+    time_format="%d/%m/%Y %H:%M UTC",
 )
 
 EN = Texts(
@@ -96,6 +179,50 @@ EN = Texts(
     reason_rejected="WhatsApp refused the message",
     attachments_not_sent="⚠️ The attachments of this message were not sent to WhatsApp: sending "
     "attachments is not supported yet.",
+    unreadable_message="[A {kind} message arrived on WhatsApp but could not be read here. "
+    "See it on the phone.]",
+    kind_image="📷 Photo",
+    kind_video="🎥 Video",
+    kind_gif="🎞️ Animated GIF",
+    kind_video_note="🎥 Video message",
+    kind_audio="🎵 Audio",
+    kind_voice_note="🎤 Voice message",
+    kind_document="📄 Document",
+    kind_sticker="✨ Sticker",
+    kind_animated_sticker="✨ Animated sticker",
+    kind_location="📍 Location",
+    kind_live_location="📍 Live location",
+    kind_contact="👤 Contact",
+    kind_poll="📊 Poll",
+    kind_other="💬 Message ({kind})",
+    media_missing="[{kind}: the file did not reach Chatwoot. See it on the phone.]",
+    media_too_large="[{kind} not downloaded: {file_name} ({size}) is over the size limit. "
+    "See it on the phone.]",
+    media_download_failed="[{kind}: {file_name} ({size}) could not be downloaded from WhatsApp. "
+    "See it on the phone.]",
+    size_unknown="unknown size",
+    decimal_separator=".",
+    location_named="📍 Location: {name}",
+    contact="👤 Contact: {name}",
+    contacts="👥 {count} contacts",
+    contact_unnamed="no name",
+    contact_no_phone="(no number)",
+    reaction_removed="(reaction removed)",
+    edited="✏️ Edited message:\n{text}",
+    deleted="🗑️ The customer deleted this message for everyone on WhatsApp. The original "
+    "content stays here for reference.",
+    deleted_own="🗑️ This message was deleted for everyone on WhatsApp from the linked phone. The "
+    "original content stays here for reference.",
+    undecryptable="⚠️ A WhatsApp message arrived that could not be decrypted ({reason}). It may "
+    "arrive again shortly; if it does not, see it on the phone.",
+    poll="📊 Poll: {question}",
+    poll_any="(several answers allowed)",
+    poll_up_to="(up to {count} answers)",
+    you="You",
+    forwarded="↪️ Forwarded",
+    forwarded_many="↪️ Forwarded many times",
+    sent_at="🕓 Sent on WhatsApp at {time}",
+    time_format="%Y-%m-%d %H:%M UTC",
 )
 
 _BY_LANGUAGE: dict[str, Texts] = {"pt_BR": PT_BR, "en": EN}

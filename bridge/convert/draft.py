@@ -57,13 +57,20 @@ class PollDefinition:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PollVote:
-    """An encrypted vote (pollUpdateMessage) on the poll `poll_wa_message_id`."""
+    """An encrypted vote (pollUpdateMessage) on the poll `poll_wa_message_id`.
+
+    A JID is the phone-number address when the message key has one (primary or `*Alt`), else
+    the LID. The linked account has no JID in the message: `poll_creator_jid` is None when it
+    created the poll, and `voter_is_me` is set (with `voter_jid` empty) when it voted from the
+    phone.
+    """
 
     poll_wa_message_id: str
     poll_creator_jid: str | None
     voter_jid: str
     enc_payload_b64: str
     enc_iv_b64: str
+    voter_is_me: bool = False  # cast on the linked phone: decrypt with the account's own JID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
