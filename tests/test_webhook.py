@@ -357,3 +357,24 @@ def test_pair_command_links_by_code_and_posts_the_code(
         status = client.get("/global-status").json()["instancesGlobal"][0]
         assert status["status"] == "qr_pending"
         assert hook.post(payload("erga pair", message_id=2)).json()["outcome"] == "usage"
+
+
+def test_a_resolved_conversation_is_forgotten_under_the_new_policy(
+        make_settings: SettingsFactory, redis_client: redis.Redis, tmp_path: Path) -> None:
+    from bridge.store.registry import InstanceRecord, _encode
+
+    settings = make_settings(chatwoot_conversation_policy="new")
+    jid = "5511988887777@s.whatsapp.net"
+    redis_client.hset(keys.instance(INSTANCE), mapping=_encode(InstanceRecord.new(1, 7)))
+    redis_client.sadd(keys.INSTANCES, INSTANCE)
+    redis_client.set(keys.conversation(INSTANCE, jid), '{"contact_id": 55, "conversation_id": 42}')
+    with TestClient(create_app(settings)) as client:
+        hook = Hook(client, redis_client, tmp_path)
+        conversation = payload()["conversation"]
+        open_again = hook.post({**conversation, "event": "conversation_status_changed"})
+        assert open_again.json()["status"] == "ignored"
+        assert redis_client.exists(keys.conversation(INSTANCE, jid))
+        resolved = hook.post({**conversation, "status": "resolved",
+                              "event": "conversation_status_changed"})
+        assert resolved.json() == {"status": "forgotten"}
+        assert not redis_client.exists(keys.conversation(INSTANCE, jid))

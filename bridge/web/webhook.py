@@ -19,8 +19,9 @@ from starlette.responses import JSONResponse
 
 from bridge.chatwoot.models import MessageWebhook
 from bridge.convert.to_whatsapp import recipient_jid
-from bridge.ids import make_instance_id
+from bridge.ids import make_instance_id, normalize_jid
 from bridge.store import keys
+from bridge.store.connection import as_text
 from bridge.store.outbox import Outbox, OutboxEntry
 from bridge.web import commands
 from bridge.web.security import Unverified, verify_webhook
@@ -72,6 +73,8 @@ async def chatwoot_webhook(request: Request) -> JSONResponse:
     if delivery and not await services.redis.set(
             keys.webhook_seen("delivery", delivery), "1", nx=True, ex=DEDUPE_TTL_SECONDS):
         return _answer(200, status="ignored", reason="duplicate delivery")
+    if event == "conversation_status_changed":
+        return await _conversation_status(services, data)
     if event != "message_created":
         return _answer(200, status="ignored", reason=f"event {event} is not handled")
     try:
@@ -81,6 +84,28 @@ async def chatwoot_webhook(request: Request) -> JSONResponse:
                              for e in err.errors()[:5])
         return _answer(422, error=f"message_created payload is incomplete: {problems}")
     return await _route(services, message)
+
+
+async def _conversation_status(services: Services, data: dict[str, Any]) -> JSONResponse:
+    """Under the "new" policy, a resolved conversation is not reused: forget it, so the
+    customer's next message starts a new one. (Chatwoot sends no account id here; inbox ids
+    are global, so the inbox names the instance.)"""
+    if services.settings.chatwoot_conversation_policy != "new" or data.get("status") != "resolved":
+        return _answer(200, status="ignored", reason="nothing to do for this status")
+    contact_inbox = data.get("contact_inbox") or {}
+    try:
+        chat_jid = normalize_jid(str(contact_inbox.get("source_id") or ""))
+    except ValueError:
+        return _answer(200, status="ignored", reason="not a WhatsApp conversation")
+    for record in await services.registry.all():
+        if record.inbox_id == data.get("inbox_id"):
+            lid = await services.redis.get(keys.pn_to_lid(record.instance_id, chat_jid))
+            stale = [keys.conversation(record.instance_id, chat_jid)]
+            if lid is not None:
+                stale.append(keys.conversation(record.instance_id, as_text(lid)))
+            await services.redis.delete(*stale)
+            return _answer(200, status="forgotten")
+    return _answer(200, status="ignored", reason="inbox is not linked to WhatsApp")
 
 
 async def _route(services: Services, message: MessageWebhook) -> JSONResponse:
