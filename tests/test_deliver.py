@@ -373,3 +373,8 @@ def test_an_undecryptable_message_is_a_note_and_a_count(desk: Desk) -> None:
     (note,) = [m for m in desk.fake.messages() if m["source_id"] == "WA-BAD"]
     assert note["private"]
     assert desk.redis.hget(keys.stats("undecryptable"), desk.instance) == b"1"
+    # WhatsApp's retry delivers the real message under the same id: it must still land.
+    desk.push("WA-BAD", {"conversation": "agora decifrada"})
+    desk.work()
+    assert [m["content"] for m in desk.fake.messages() if m["source_id"] == "WA-BAD"][-1] == \
+        "agora decifrada"

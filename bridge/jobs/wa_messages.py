@@ -44,9 +44,13 @@ def deliver(ctx: WorkerContext, item: MailboxItem) -> None:
     chat_jid: str = item.payload["chat_jid"]
     event = MessageEvent.model_validate(item.payload["event"])
     wa_id = event.key.id
+    undecryptable = event.message.get("messageStubType") == CIPHERTEXT_STUB
+    # WhatsApp re-sends a message it could not decrypt under the same id: the note about the
+    # failure is recorded apart, so the real message still lands when it comes.
+    mapped_id = f"{wa_id}#undecryptable" if undecryptable else wa_id
     with logger.contextualize(instance=instance_id, chat_jid=chat_jid, wa_message_id=wa_id):
         mappings = MappingStore(ctx.redis)
-        if mappings.by_wa(instance_id, wa_id) is not None:
+        if mappings.by_wa(instance_id, mapped_id) is not None:
             logger.debug("Already in Chatwoot; skipped")  # a retry, or our own send echoed
             return
         try:
@@ -73,12 +77,12 @@ def deliver(ctx: WorkerContext, item: MailboxItem) -> None:
             cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
         account_id, _ = parse_instance_id(instance_id)
         mappings.put(MessageMapping(
-            instance_id=instance_id, chat_jid=chat_jid, wa_message_id=wa_id,
+            instance_id=instance_id, chat_jid=chat_jid, wa_message_id=mapped_id,
             account_id=account_id, conversation_id=ref.conversation_id, cw_message_id=cw_id))
         if draft.poll is not None:
             polls.remember(ctx, instance_id, wa_id, draft.poll, cw_message_id=cw_id,
                            conversation_id=ref.conversation_id)
-        if event.message.get("messageStubType") == CIPHERTEXT_STUB:
+        if undecryptable:
             ctx.redis.hincrby(keys.stats("undecryptable"), instance_id, 1)
         _discard(ctx, draft.attachments)
         logger.bind(conversation_id=ref.conversation_id, cw_message_id=cw_id).debug(
