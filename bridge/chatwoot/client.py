@@ -8,6 +8,7 @@ failures (refused, reset, timeout) are ChatwootUnavailable, which jobs retry.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import httpx
 
 from bridge import __version__
 from bridge.errors import ChatwootNotFound, ChatwootUnavailable, chatwoot_error_for_status
+
+_READ_RETRY_PAUSES = (0.1, 0.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +57,18 @@ class ChatwootClient:
                                             method=method, path=path)
         return response
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._request(method, path, **kwargs)
+    def _read(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request that changes nothing: retried at once a couple of times, so one flaky
+        answer does not cost the whole job a backoff. Writes are never retried here."""
+        for pause in _READ_RETRY_PAUSES:
+            try:
+                return self._request(method, path, **kwargs)
+            except ChatwootUnavailable:
+                time.sleep(pause)
+        return self._request(method, path, **kwargs)
+
+    def _json(self, method: str, path: str, *, read: bool = False, **kwargs: Any) -> Any:
+        response = (self._read if read else self._request)(method, path, **kwargs)
         if not response.content:
             return None
         try:
@@ -71,7 +84,7 @@ class ChatwootClient:
     # --- inboxes --------------------------------------------------------------------------
     def get_inbox(self, account_id: int, inbox_id: int) -> dict[str, Any]:
         path = f"{self._account(account_id)}/inboxes/{inbox_id}"
-        result: dict[str, Any] = self._json("GET", path)
+        result: dict[str, Any] = self._json("GET", path, read=True)
         return result
 
     # --- contacts -------------------------------------------------------------------------
@@ -80,7 +93,7 @@ class ChatwootClient:
         """The contact owning `source_id` in this inbox (exact), or None."""
         try:
             result: dict[str, Any] | None = self._json(
-                "POST", f"{self._account(account_id)}/contact_inboxes/filter",
+                "POST", f"{self._account(account_id)}/contact_inboxes/filter", read=True,
                 json={"inbox_id": inbox_id, "source_id": source_id})
         except ChatwootNotFound:  # Chatwoot's "no such contact_inbox": 404, empty body
             return None
@@ -91,7 +104,7 @@ class ChatwootClient:
     ) -> Iterator[dict[str, Any]]:
         """Substring search (15 a page); callers must filter for an exact match themselves."""
         for page in range(1, max_pages + 1):
-            body = self._json("GET", f"{self._account(account_id)}/contacts/search",
+            body = self._json("GET", f"{self._account(account_id)}/contacts/search", read=True,
                               params={"q": query, "page": page})
             yield from body.get("payload", [])
             if not body.get("meta", {}).get("has_more"):
@@ -99,7 +112,7 @@ class ChatwootClient:
 
     def filter_contacts(self, account_id: int, attribute: str, value: str) -> list[dict[str, Any]]:
         """Contacts whose `attribute` equals `value` (phone numbers normalised by Chatwoot)."""
-        body = self._json("POST", f"{self._account(account_id)}/contacts/filter", json={
+        body = self._json("POST", f"{self._account(account_id)}/contacts/filter", read=True, json={
             "payload": [{"attribute_key": attribute, "filter_operator": "equal_to",
                          "values": [value], "query_operator": None}]})
         result: list[dict[str, Any]] = body.get("payload", [])
@@ -138,7 +151,8 @@ class ChatwootClient:
         return result
 
     def contact_conversations(self, account_id: int, contact_id: int) -> list[dict[str, Any]]:
-        body = self._json("GET", f"{self._account(account_id)}/contacts/{contact_id}/conversations")
+        body = self._json("GET", f"{self._account(account_id)}/contacts/{contact_id}/conversations",
+                          read=True)
         result: list[dict[str, Any]] = body.get("payload", [])
         return result
 
@@ -149,6 +163,24 @@ class ChatwootClient:
             "POST", f"{self._account(account_id)}/conversations",
             json={"inbox_id": inbox_id, "contact_id": contact_id, "source_id": source_id})
         return result
+
+    def find_message(self, account_id: int, conversation_id: int, *, source_id: str,
+                     private: bool, pages: int = 3) -> dict[str, Any] | None:
+        """A recent message of the conversation with this `source_id` (Chatwoot has no lookup
+        by source_id; the messages index gives 20 at a time, newest last)."""
+        path = f"{self._account(account_id)}/conversations/{conversation_id}/messages"
+        params: dict[str, Any] = {}
+        for _ in range(pages):
+            batch: list[dict[str, Any]] = self._json("GET", path, read=True,
+                                                     params=params).get("payload", [])
+            for message in batch:
+                if message.get("source_id") == source_id and bool(
+                        message.get("private")) == private:
+                    return message
+            if len(batch) < 20:
+                return None
+            params = {"before": min(int(m["id"]) for m in batch)}
+        return None
 
     def create_message(self, account_id: int, conversation_id: int, *, content: str | None,
                        message_type: str, private: bool = False, source_id: str | None = None,

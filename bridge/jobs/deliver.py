@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from loguru import logger
 from redis.exceptions import LockError
+from redis.lock import Lock
 
 from bridge.chatwoot.identity import Identity
 from bridge.errors import ChatwootAuthError, PonteError
@@ -27,11 +30,16 @@ from bridge.jobs.runtime import WorkerContext
 from bridge.store import keys
 from bridge.store.mailbox import ItemKind, Mailbox, MailboxItem
 
-LOCK_TTL_SECONDS = 120
+# Short, and kept alive by a renewal thread while the job runs: a worker killed mid-job stops
+# renewing, and its chat resumes within this long instead of waiting out a long TTL.
+LOCK_TTL_SECONDS = 15
+LOCK_RENEW_SECONDS = 5
 # A drain hands over after this long (a continuation job takes the rest): one busy chat must
 # neither outlive RQ's job timeout nor keep a worker from every other chat.
 DRAIN_BUDGET_SECONDS = 60.0
-_MAX_BACKOFF_SECONDS = 600.0
+# A help desk cannot have a chat wait many minutes per attempt: flaky Chatwoot is retried at
+# least once a minute until the attempts run out.
+_MAX_BACKOFF_SECONDS = 60.0
 
 
 def drain(mailbox_key: str) -> int:
@@ -40,14 +48,16 @@ def drain(mailbox_key: str) -> int:
     ctx.redis.delete(keys.mailbox_scheduled(mailbox_key))
     handled = 0
     while True:
-        lock = ctx.redis.lock(keys.mailbox_lock(mailbox_key), timeout=LOCK_TTL_SECONDS)
+        lock = ctx.redis.lock(keys.mailbox_lock(mailbox_key), timeout=LOCK_TTL_SECONDS,
+                              thread_local=False)  # the renewal thread must see the token
         if not lock.acquire(blocking=False):
             return handled  # another job holds it and will look again after releasing
         retry_scheduled = False
         try:
-            count, retry_scheduled = _drain_locked(
-                ctx, Mailbox(ctx.redis, mailbox_key), lock,
-                deadline=time.monotonic() + DRAIN_BUDGET_SECONDS)
+            with _renewing(lock):
+                count, retry_scheduled = _drain_locked(
+                    ctx, Mailbox(ctx.redis, mailbox_key),
+                    deadline=time.monotonic() + DRAIN_BUDGET_SECONDS)
             handled += count
         finally:
             try:
@@ -58,8 +68,28 @@ def drain(mailbox_key: str) -> int:
             return handled
 
 
-def _drain_locked(ctx: WorkerContext, mailbox: Mailbox, lock: Any,
-                  deadline: float) -> tuple[int, bool]:
+@contextmanager
+def _renewing(lock: Lock) -> Iterator[None]:
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LOCK_RENEW_SECONDS):
+            try:
+                lock.reacquire()
+            except LockError:
+                logger.warning("Lost the mailbox lock while draining")
+                return
+
+    thread = threading.Thread(target=renew, name="mailbox-lock-renewal", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _drain_locked(ctx: WorkerContext, mailbox: Mailbox, deadline: float) -> tuple[int, bool]:
     """Handle items until the mailbox is empty; True when a later job continues it."""
     handled = 0
     while (item := mailbox.head()) is not None:
@@ -72,7 +102,6 @@ def _drain_locked(ctx: WorkerContext, mailbox: Mailbox, lock: Any,
                 _fail(ctx, mailbox, item, err)
             mailbox.pop(item)
             handled += 1
-            lock.reacquire()  # keep the lock for as long as items keep coming
         if time.monotonic() > deadline:  # checked after an item: every job makes progress
             schedule_drain(ctx.redis, mailbox.key)
             return handled, True
@@ -107,6 +136,8 @@ def _schedule_retry(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem,
     delay = backoff_seconds(ctx.settings.bullmq_job_backoff_delay, attempt)
     logger.bind(attempt=attempt, delay_s=round(delay, 1), error=type(err).__name__).warning(
         "Delivery failed, will retry")
+    # The flag tells the sweeper a job is coming: it must not cut the backoff short.
+    ctx.redis.set(keys.mailbox_scheduled(mailbox.key), "1", ex=int(delay) + 60)
     schedule_drain(ctx.redis, mailbox.key, delay_s=delay)
     return True
 

@@ -9,6 +9,7 @@ import segno
 from loguru import logger
 
 from bridge.chatwoot.client import Upload
+from bridge.ids import InstanceId
 from bridge.jobs.runtime import WorkerContext
 from bridge.store import keys
 from bridge.store.mailbox import MailboxItem
@@ -32,14 +33,24 @@ def post(ctx: WorkerContext, item: MailboxItem) -> None:
         # A QR older than its lifetime cannot be scanned; posting it would only confuse.
         logger.warning("Skipped an expired QR note")
         return
+    account_id, conversation_id = int(payload["account_id"]), int(payload["conversation_id"])
+    # Our own source_id: it makes the note findable after an uncertain attempt, and tells the
+    # webhook the message is ours.
+    source_id = f"ponte-note-{item.id}"
+    attempt = keys.post_attempt(InstanceId("notes"), item.id)
+    if ctx.redis.exists(attempt) and ctx.chatwoot.find_message(
+            account_id, conversation_id, source_id=source_id, private=True) is not None:
+        ctx.redis.set(keys.note_posted(item.id), "1", ex=NOTE_RECORD_TTL_SECONDS)
+        return
     uploads = []
     qr = payload.get("qr")
     if qr:
         uploads.append(Upload(path=None, filename="whatsapp-qr.png", content_type="image/png",
                               data=qr_png(qr)))
+    ctx.redis.set(attempt, "1", ex=NOTE_RECORD_TTL_SECONDS)
     message = ctx.chatwoot.create_message(
-        int(payload["account_id"]), int(payload["conversation_id"]),
-        content=payload["content"], message_type="outgoing", private=True, uploads=uploads)
+        account_id, conversation_id, content=payload["content"], message_type="outgoing",
+        private=True, source_id=source_id, uploads=uploads)
     ctx.redis.set(keys.note_posted(item.id), str(message["id"]), ex=NOTE_RECORD_TTL_SECONDS)
     logger.bind(conversation_id=payload["conversation_id"], cw_message_id=message["id"]).info(
         "Note posted")

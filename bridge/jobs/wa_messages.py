@@ -29,6 +29,7 @@ from bridge.store.mailbox import MailboxItem
 from bridge.store.mapping import MappingStore, MessageMapping
 
 CIPHERTEXT_STUB = 2  # Baileys' messageStubType for a message that could not be decrypted
+ATTEMPT_TTL_SECONDS = 7 * 24 * 3600
 _QUOTE_MAX = 160
 
 
@@ -68,17 +69,29 @@ def deliver(ctx: WorkerContext, item: MailboxItem) -> None:
             if tally is None:
                 return
             draft = tally
-        try:
-            cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
-        except ChatwootNotFound:
-            # The conversation or contact was deleted in Chatwoot: recreate, once.
-            identity.forget(instance_id, chat_jid)
-            ref = identity.resolve(instance_id, chat_jid, name=_contact_name(event, chat_jid))
-            cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
         account_id, _ = parse_instance_id(instance_id)
+        attempt = keys.post_attempt(instance_id, mapped_id)
+        found = None
+        if ctx.redis.exists(attempt):  # an earlier try may have landed without us knowing
+            found = ctx.chatwoot.find_message(account_id, ref.conversation_id,
+                                              source_id=wa_id, private=draft.private)
+        if found is not None:
+            cw_id = int(found["id"])
+            logger.info("An earlier attempt had landed; not posting again")
+        else:
+            ctx.redis.set(attempt, "1", ex=ATTEMPT_TTL_SECONDS)
+            try:
+                cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
+            except ChatwootNotFound:
+                # The conversation or contact was deleted in Chatwoot: recreate, once.
+                identity.forget(instance_id, chat_jid)
+                ref = identity.resolve(instance_id, chat_jid,
+                                       name=_contact_name(event, chat_jid))
+                cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
         mappings.put(MessageMapping(
             instance_id=instance_id, chat_jid=chat_jid, wa_message_id=mapped_id,
             account_id=account_id, conversation_id=ref.conversation_id, cw_message_id=cw_id))
+        ctx.redis.delete(attempt)
         if draft.poll is not None:
             polls.remember(ctx, instance_id, wa_id, draft.poll, cw_message_id=cw_id,
                            conversation_id=ref.conversation_id)

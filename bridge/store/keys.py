@@ -55,6 +55,12 @@ def cw_to_wa(account_id: int, cw_message_id: int) -> str:
     return f"{PREFIX}:map:cw:{account_id}:{cw_message_id}"
 
 
+def post_attempt(instance_id: InstanceId, wa_message_id: str) -> str:
+    """Flag: a post of this message was sent and its outcome is unknown until the mapping is
+    written (a timeout may hide a success): a retry looks in Chatwoot before posting again."""
+    return f"{PREFIX}:attempt:{instance_id}:{wa_message_id}"
+
+
 def note_posted(note_id: str) -> str:
     """String: the Chatwoot message id of a note already posted (idempotency)."""
     return f"{PREFIX}:map:note:{note_id}"

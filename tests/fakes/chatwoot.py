@@ -714,7 +714,7 @@ class FakeChatwoot:
             self._calls: list[Call] = []
             self._deliveries: list[Delivery] = []
             self._rules: list[_FailRule] = []
-            self._ratio: tuple[float, tuple[FailStatus, ...], random.Random] | None = None
+            self._ratio: tuple[float, tuple[FailStatus, ...], random.Random, float] | None = None
             self.internal_errors: list[str] = []  # fake bugs: the fixture fails the test on these
             account = self._new_account(self._account_name)
             self.account_id = account.id
@@ -993,10 +993,13 @@ class FakeChatwoot:
                                          status=status, remaining=times, apply=apply))
 
     def fail_ratio(self, ratio: float, statuses: Sequence[FailStatus] = (500, 429, "timeout"),
-                   seed: int | None = None) -> None:
-        """Fail each /api/ request with probability `ratio`, picking from `statuses`. 0: off."""
+                   seed: int | None = None, *, applied: float = 0.0) -> None:
+        """Fail each /api/ request with probability `ratio`, picking from `statuses`. 0: off.
+        `applied`: the share of those failures whose request still takes effect (a 500 or a
+        timeout after Chatwoot committed: the client cannot tell that it worked)."""
         with self._lock:
-            self._ratio = (ratio, tuple(statuses), random.Random(seed)) if ratio > 0 else None
+            self._ratio = ((ratio, tuple(statuses), random.Random(seed), applied)
+                           if ratio > 0 else None)
 
     def clear_failures(self) -> None:
         with self._lock:
@@ -1136,10 +1139,12 @@ class FakeChatwoot:
                         rule.remaining -= 1
                     return rule
             if self._ratio is not None and path.startswith("/api/"):
-                ratio, statuses, rng = self._ratio
+                ratio, statuses, rng, applied = self._ratio
                 if rng.random() < ratio:
-                    return _FailRule(pattern=re.compile(""), method=None,
-                                     status=rng.choice(statuses), remaining=None, apply=False)
+                    status = rng.choice(statuses)
+                    return _FailRule(pattern=re.compile(""), method=None, status=status,
+                                     remaining=None,
+                                     apply=status != 429 and rng.random() < applied)
         return None
 
     async def _injected(self, call: Call, status: FailStatus) -> Response:
