@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     chatwoot_conversation_policy: Literal["reopen", "new"] = "reopen"
     # A message older than this (a backlog after downtime) shows its original time; 0: never.
     chatwoot_old_message_minutes: int = Field(30, ge=0)
+    # Agents' replies start with the agent's name in bold, then the delimiter ("\n": own line).
+    chatwoot_sign_agent_messages: bool = False
+    chatwoot_signature_delimiter: str = "\n"
     # Delivery attempts per message and the first backoff step (the original's BullMQ knobs).
     bullmq_job_attempts: int = Field(10, ge=1, le=100)
     bullmq_job_backoff_delay: int = Field(5000, ge=100)
@@ -140,6 +143,12 @@ class Settings(BaseSettings):
     @classmethod
     def _keyword(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("chatwoot_signature_delimiter", mode="before")
+    @classmethod
+    def _unescape(cls, value: Any) -> Any:
+        # .env files cannot hold a raw newline: "\n" written there means one.
+        return value.replace("\\n", "\n") if isinstance(value, str) else value
 
     @field_validator("chatwoot_base_url", "redis_url", mode="before")
     @classmethod

@@ -378,3 +378,16 @@ def test_a_resolved_conversation_is_forgotten_under_the_new_policy(
                               "event": "conversation_status_changed"})
         assert resolved.json() == {"status": "forgotten"}
         assert not redis_client.exists(keys.conversation(INSTANCE, jid))
+
+
+def test_agent_markdown_becomes_whatsapp_formatting_and_can_be_signed(
+        make_settings: SettingsFactory, redis_client: redis.Redis, tmp_path: Path) -> None:
+    control = tmp_path / "control"
+    settings = make_settings(baileys_sidecar_command=scripted_sidecar_command(control, "linked"),
+                             chatwoot_sign_agent_messages=True)
+    with TestClient(create_app(settings)) as client:
+        hook = Hook(client, redis_client, control)
+        linked(hook)
+        hook.post(payload("Seu pedido **4512** saiu *hoje*", message_id=8000))
+        sent = wait_for(lambda: _sent(hook), message="sent")
+        assert sent[-1]["text"] == "*Ana*\nSeu pedido *4512* saiu _hoje_"

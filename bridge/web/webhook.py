@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from bridge.chatwoot.models import MessageWebhook
+from bridge.convert.markdown import signed, to_whatsapp
 from bridge.convert.to_whatsapp import recipient_jid
 from bridge.ids import make_instance_id, normalize_jid
 from bridge.store import keys
@@ -160,9 +161,13 @@ async def _relay(services: Services, message: MessageWebhook) -> JSONResponse:
         await services.dispatcher.note(account_id, conversation_id, texts.attachments_not_sent)
     if not (message.content or "").strip():
         return _answer(200, status="ignored", reason="no text to send")
+    text = to_whatsapp(message.content or "")
+    if services.settings.chatwoot_sign_agent_messages and message.sender_kind == "user":
+        text = signed(text, message.sender.name if message.sender else None,
+                      services.settings.chatwoot_signature_delimiter)
     await Outbox(services.redis, instance_id).append(OutboxEntry(
         account_id=account_id, conversation_id=conversation_id, cw_message_id=message.id,
-        jid=jid, text=message.content or "", at=time.time()))
+        jid=jid, text=text, at=time.time()))
     logger.bind(instance=instance_id, cw_message_id=message.id,
                 conversation_id=conversation_id).debug("Agent message queued for WhatsApp")
     return _answer(200, status="queued")
