@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     chatwoot_old_message_minutes: int = Field(30, ge=0)
     # Agents' replies start with the agent's name in bold, then the delimiter ("\n": own line).
     chatwoot_sign_agent_messages: bool = False
+    # Also send Chatwoot's own template messages (greeting, out-of-office, CSAT) to WhatsApp.
+    chatwoot_relay_templates: bool = False
     chatwoot_signature_delimiter: str = "\n"
     # Delivery attempts per message and the first backoff step (the original's BullMQ knobs).
     bullmq_job_attempts: int = Field(10, ge=1, le=100)

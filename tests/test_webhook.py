@@ -391,3 +391,31 @@ def test_agent_markdown_becomes_whatsapp_formatting_and_can_be_signed(
         hook.post(payload("Seu pedido **4512** saiu *hoje*", message_id=8000))
         sent = wait_for(lambda: _sent(hook), message="sent")
         assert sent[-1]["text"] == "*Ana*\nSeu pedido *4512* saiu _hoje_"
+
+
+def test_a_delivery_chatwoot_marked_failed_is_sent_on_its_update(hook: Hook) -> None:
+    linked(hook)
+    lost = payload("Mensagem que o webhook perdeu", message_id=9000, event="message_updated",
+                   content_attributes={"external_error": "Timed out reading data from server"})
+    assert hook.post(lost).json() == {"status": "queued"}
+    wait_for(lambda: any(c["text"] == "Mensagem que o webhook perdeu" for c in _sent(hook)),
+             message="sent")
+    # The same update again, and one for a message we did send: nothing more goes out.
+    assert hook.post(lost).json()["status"] == "ignored"
+    status_echo = payload("Olá!", message_id=9001, event="message_updated")
+    assert hook.post(status_echo).json() == {"status": "ignored",
+                                             "reason": "update needs no action"}
+    time.sleep(0.2)
+    assert len(_sent(hook)) == 1
+
+
+def test_templates_are_relayed_only_when_configured(
+        make_settings: SettingsFactory, redis_client: redis.Redis, tmp_path: Path) -> None:
+    control = tmp_path / "control"
+    settings = make_settings(baileys_sidecar_command=scripted_sidecar_command(control, "linked"),
+                             chatwoot_relay_templates=True)
+    with TestClient(create_app(settings)) as client:
+        hook = Hook(client, redis_client, control)
+        linked(hook)
+        assert hook.post(_template()).json() == {"status": "queued"}
+        wait_for(lambda: _sent(hook), message="template sent")

@@ -76,15 +76,30 @@ async def chatwoot_webhook(request: Request) -> JSONResponse:
         return _answer(200, status="ignored", reason="duplicate delivery")
     if event == "conversation_status_changed":
         return await _conversation_status(services, data)
-    if event != "message_created":
+    if event not in ("message_created", "message_updated"):
         return _answer(200, status="ignored", reason=f"event {event} is not handled")
     try:
         message = MessageWebhook.model_validate(data)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                              for e in err.errors()[:5])
-        return _answer(422, error=f"message_created payload is incomplete: {problems}")
+        return _answer(422, error=f"{event} payload is incomplete: {problems}")
+    if event == "message_updated":
+        return await _updated(services, message)
     return await _route(services, message)
+
+
+async def _updated(services: Services, message: MessageWebhook) -> JSONResponse:
+    """Chatwoot marks an agent's message failed when a webhook for it failed (it sends each
+    once). If we never queued it, send it now: that is what the agent's "retry" means. Every
+    other update (our own status PATCHes coming back, edits) needs nothing."""
+    attributes = message.content_attributes or {}
+    if not attributes.get("external_error") or attributes.get("deleted"):
+        return _answer(200, status="ignored", reason="update needs no action")
+    skip = _why_not_relayed(message, services.settings.chatwoot_relay_templates)
+    if skip:
+        return _answer(200, status="ignored", reason=skip)
+    return await _relay(services, message)
 
 
 async def _conversation_status(services: Services, data: dict[str, Any]) -> JSONResponse:
@@ -116,19 +131,23 @@ async def _route(services: Services, message: MessageWebhook) -> JSONResponse:
             outcome = await commands.handle(services, message, command)
             if outcome != "not_a_command":
                 return _answer(200, status="command", outcome=outcome)
-    skip = _why_not_relayed(message)
+    skip = _why_not_relayed(message, services.settings.chatwoot_relay_templates)
     if skip:
         return _answer(200, status="ignored", reason=skip)
     return await _relay(services, message)
 
 
-def _why_not_relayed(message: MessageWebhook) -> str | None:
-    if message.direction != "outgoing":
-        return f"{message.direction} message"
+def _why_not_relayed(message: MessageWebhook, templates: bool) -> str | None:
+    """None when an agent meant this for the customer; else why it stays in Chatwoot."""
     if message.private:
         return "private note"
     if message.source_id:
         return "posted by the bridge"
+    if message.direction == "template":
+        # Greetings, out-of-office, CSAT: Chatwoot's own messages, sent only if configured.
+        return None if templates else "template message"
+    if message.direction != "outgoing":
+        return f"{message.direction} message"
     if message.sender_kind not in ("user", "agent_bot"):
         return "not from an agent"
     return None
