@@ -1,7 +1,8 @@
 // Launch configuration, read once from the allow-listed environment (docs/protocol.md "Launch").
-// Pure: no Baileys, no I/O beyond one stat of the auth directory, so main.js can turn any problem
-// into `fatal bad_config` before touching the network or the auth state.
+// Pure: no Baileys, no I/O beyond a stat of the auth and media directories, so main.js can turn
+// any problem into `fatal bad_config` before touching the network or the auth state.
 import { statSync } from 'node:fs';
+import { resolve } from 'node:path';
 
 export const DEFAULT_WEBSOCKET_URL = 'wss://web.whatsapp.com/ws/chat';
 export const DEFAULT_WA_VERSION = '2.3000.1043857760';
@@ -9,6 +10,7 @@ export const DEFAULT_BROWSER_NAME = 'Chrome';
 export const DEFAULT_LOG_LEVEL = 'warn';
 export const DEFAULT_CONNECT_TIMEOUT_MS = 20_000;
 export const DEFAULT_KEEPALIVE_MS = 30_000;
+export const DEFAULT_MEDIA_MAX_BYTES = 64 * 1024 * 1024;
 
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
@@ -24,6 +26,9 @@ const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 
  * @property {number} keepAliveMs
  * @property {string | null} pairingPhone  digits: link by pairing code instead of QR codes
  * @property {number | null} qrTimeoutMs  lifetime of every QR ref; null keeps Baileys' 60 s / 20 s
+ * @property {string | null} mediaDir    existing directory for downloaded media (the spool); null: none
+ *                                        configured, media messages then report download_failed
+ * @property {number} mediaMaxBytes      media larger than this is not downloaded (too_large)
  */
 
 export class ConfigError extends Error {
@@ -54,6 +59,21 @@ export function loadConfig(env) {
     throw new ConfigError(`PONTE_AUTH_DIR ${authDir} is not accessible (${errCode(err)})`);
   }
   if (!isDir) throw new ConfigError(`PONTE_AUTH_DIR ${authDir} is not a directory`);
+
+  // Optional, but when given it must be the spool the bridge created (and reads from): a typo
+  // would otherwise scatter media in a directory nobody cleans.
+  const mediaSetting = get('PONTE_MEDIA_DIR');
+  // Absolute: frames carry the path, and the bridge may run from another working directory.
+  const mediaDir = mediaSetting === undefined ? null : resolve(mediaSetting);
+  if (mediaDir !== null) {
+    let mediaIsDir = false;
+    try {
+      mediaIsDir = statSync(mediaDir).isDirectory();
+    } catch (err) {
+      throw new ConfigError(`PONTE_MEDIA_DIR ${mediaDir} is not accessible (${errCode(err)})`);
+    }
+    if (!mediaIsDir) throw new ConfigError(`PONTE_MEDIA_DIR ${mediaDir} is not a directory`);
+  }
 
   const websocketUrl = get('PONTE_WA_WEBSOCKET_URL') ?? DEFAULT_WEBSOCKET_URL;
   let url;
@@ -96,6 +116,8 @@ export function loadConfig(env) {
     keepAliveMs: positiveInt(get, 'PONTE_KEEPALIVE_MS', DEFAULT_KEEPALIVE_MS),
     pairingPhone,
     qrTimeoutMs: get('PONTE_QR_TIMEOUT_MS') === undefined ? null : positiveInt(get, 'PONTE_QR_TIMEOUT_MS', 0),
+    mediaDir,
+    mediaMaxBytes: positiveBytes(get, 'PONTE_MEDIA_MAX_BYTES', DEFAULT_MEDIA_MAX_BYTES),
   };
 }
 
@@ -109,6 +131,20 @@ function positiveInt(get, name, fallback) {
   if (text === undefined) return fallback;
   if (!/^\d{1,9}$/.test(text) || Number(text) === 0) {
     throw new ConfigError(`${name} ${text} is not a positive integer of milliseconds`);
+  }
+  return Number(text);
+}
+
+/**
+ * @param {(name: string) => string | undefined} get
+ * @param {string} name
+ * @param {number} fallback
+ */
+function positiveBytes(get, name, fallback) {
+  const text = get(name);
+  if (text === undefined) return fallback;
+  if (!/^\d{1,15}$/.test(text) || Number(text) === 0) {
+    throw new ConfigError(`${name} ${text} is not a positive integer of bytes`);
   }
   return Number(text);
 }

@@ -1,6 +1,7 @@
 // Baileys events -> protocol frames. Pure translation: no I/O, no decisions about meaning (the
-// bridge decides what a message is; we tag it with content_type and forward it whole).
-import { getContentType, normalizeMessageContent } from '@whiskeysockets/baileys';
+// bridge decides what a message is; we tag it with content_type and forward it whole). Media
+// downloads and group names are added later, in the chat's queue (ordering.js).
+import { getContentType, jidNormalizedUser, normalizeMessageContent } from '@whiskeysockets/baileys';
 
 import { toWire } from './protocol.js';
 
@@ -154,11 +155,23 @@ export class RecentIds {
  * @returns {{frames: import('./protocol.js').MessageEvent[], skipped: number}}
  */
 export function messageFrames(upsert, sentIds) {
-  /** @type {import('./protocol.js').MessageEvent[]} */
-  const frames = [];
+  const { entries, skipped } = messageEntries(upsert, sentIds);
+  return { frames: entries.map((entry) => entry.frame), skipped };
+}
+
+/**
+ * Like messageFrames, with each frame's Baileys message beside it (media downloads need the
+ * original protobuf object, not its wire form).
+ * @param {{messages: any[], type: string}} upsert
+ * @param {RecentIds} sentIds
+ * @returns {{entries: Array<{frame: import('./protocol.js').MessageEvent, msg: any}>, skipped: number}}
+ */
+export function messageEntries(upsert, sentIds) {
+  /** @type {Array<{frame: import('./protocol.js').MessageEvent, msg: any}>} */
+  const entries = [];
   let skipped = 0;
   if (upsert.type !== 'notify' && upsert.type !== 'append') {
-    return { frames, skipped: upsert.messages.length };
+    return { entries, skipped: upsert.messages.length };
   }
   for (const msg of upsert.messages) {
     const message = /** @type {Record<string, any>} */ (toWire(msg));
@@ -170,14 +183,134 @@ export function messageFrames(upsert, sentIds) {
     }
     // protobuf leaves an unset bool off the object; the schema (and the bridge) want it explicit.
     key.fromMe = Boolean(key.fromMe);
-    frames.push({
-      type: 'message',
-      upsert: upsert.type,
-      key: { ...key },
-      content_type: getContentType(normalizeMessageContent(msg.message)) ?? null,
-      echo: key.fromMe && sentIds.has(key.id),
-      message,
+    entries.push({
+      frame: {
+        type: 'message',
+        upsert: upsert.type,
+        key: { ...key },
+        content_type: getContentType(normalizeMessageContent(msg.message)) ?? null,
+        echo: key.fromMe && sentIds.has(key.id),
+        message,
+      },
+      msg,
     });
   }
-  return { frames, skipped };
+  return { entries, skipped };
+}
+
+const LID_USER = /^[0-9]+@lid$/;
+const PN_USER = /^[0-9]+@s\.whatsapp\.net$/;
+
+/**
+ * A `lid_mapping` frame for a pair, device suffixes removed; null unless one side is a LID and
+ * the other a phone-number JID (either order: Baileys' fields are not always named right).
+ * @param {unknown} a
+ * @param {unknown} b
+ * @returns {import('./protocol.js').LidMappingEvent | null}
+ */
+export function lidMappingFrame(a, b) {
+  const x = normalizeUser(a);
+  const y = normalizeUser(b);
+  if (!x || !y) return null;
+  if (LID_USER.test(x) && PN_USER.test(y)) return { type: 'lid_mapping', lid: x, pn: y };
+  if (PN_USER.test(x) && LID_USER.test(y)) return { type: 'lid_mapping', lid: y, pn: x };
+  return null;
+}
+
+/** @param {unknown} jid */
+function normalizeUser(jid) {
+  if (typeof jid !== 'string' || !jid.includes('@')) return null;
+  try {
+    return jidNormalizedUser(jid) || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The LID <-> phone pairs a message key reveals: remoteJid/remoteJidAlt (1:1 chats) and
+ * participant/participantAlt (groups).
+ * @param {any} key
+ * @returns {import('./protocol.js').LidMappingEvent[]}
+ */
+export function lidMappingsOfKey(key) {
+  const out = [];
+  for (const frame of [lidMappingFrame(key?.remoteJid, key?.remoteJidAlt), lidMappingFrame(key?.participant, key?.participantAlt)]) {
+    if (frame) out.push(frame);
+  }
+  return out;
+}
+
+/**
+ * Emits each LID <-> phone pair once per process (bounded: a pair forgotten long ago may be sent
+ * again, which the bridge takes as a no-op).
+ */
+export class LidMappings {
+  #sent;
+
+  /** @param {number} [limit] */
+  constructor(limit = 10_000) {
+    this.#sent = new RecentIds(limit);
+  }
+
+  /**
+   * The frames not sent yet among `pairs` (objects with lid/pn, or frames from lidMappingFrame).
+   * @param {Iterable<{lid?: unknown, pn?: unknown} | null | undefined>} pairs
+   * @returns {import('./protocol.js').LidMappingEvent[]}
+   */
+  fresh(pairs) {
+    const out = [];
+    for (const pair of pairs) {
+      const frame = pair ? lidMappingFrame(pair.lid, pair.pn) : null;
+      if (!frame) continue;
+      const id = `${frame.lid} ${frame.pn}`;
+      if (this.#sent.has(id)) continue;
+      this.#sent.add(id);
+      out.push(frame);
+    }
+    return out;
+  }
+}
+
+/**
+ * The pairs in a Signal key-store write (`keys.set(data)`): Baileys keeps its LID table under
+ * key type `lid-mapping` as `<pnUser> -> <lidUser>` plus `<lidUser>_reverse -> <pnUser>`, and
+ * writes only pairs it did not have. Every mapping Baileys learns passes here, whichever way
+ * (history sync, envelopes, USync, LID migration), which matters because rc14's event buffer
+ * drops `lidPnMappings` from a buffered `messaging-history.set`: the initial sync's mappings
+ * never reach that event.
+ * @param {Record<string, Record<string, unknown> | undefined>} data
+ * @returns {Array<{lid: string, pn: string}>}
+ */
+export function lidMappingsOfKeyWrite(data) {
+  const table = data?.['lid-mapping'];
+  if (!table || typeof table !== 'object') return [];
+  const out = [];
+  for (const [pnUser, lidUser] of Object.entries(table)) {
+    if (pnUser.endsWith('_reverse') || typeof lidUser !== 'string') continue;
+    out.push({ lid: `${lidUser}@lid`, pn: `${pnUser}@s.whatsapp.net` });
+  }
+  return out;
+}
+
+/**
+ * The key store handed to Baileys, with every committed write shown to `onWrite` after it is
+ * stored. A failing observer never fails the write.
+ * @param {import('@whiskeysockets/baileys').SignalKeyStore} keys
+ * @param {(data: any) => void} onWrite
+ * @returns {import('@whiskeysockets/baileys').SignalKeyStore}
+ */
+export function observeKeyWrites(keys, onWrite) {
+  return {
+    get: (type, ids) => keys.get(type, ids),
+    async set(data) {
+      await keys.set(data);
+      try {
+        onWrite(data);
+      } catch {
+        // reporting is best effort; the write itself succeeded
+      }
+    },
+    ...(keys.clear ? { clear: () => /** @type {any} */ (keys).clear() } : {}),
+  };
 }

@@ -27,6 +27,8 @@ const COMMAND_SETTLE_MS = 3000;
 const SOCKET_END_MS = 3000;
 /** A command line longer than this cannot be valid (65 536 characters of text, JSON-escaped). */
 const MAX_LINE_BYTES = 1024 * 1024;
+/** How long a stop or a reported close waits for message frames still downloading their media. */
+const MESSAGE_DRAIN_MS = 5000;
 
 const frames = createFrameWriter(claimStdout(), (err) => {
   // The bridge closed our stdout: nobody can hear us any more. Stop as if told to.
@@ -59,6 +61,12 @@ const readyWritten = new Promise((resolve) => { readySent = () => resolve(undefi
 let events;
 /** @type {import('./events.js').RecentIds | undefined} */
 let sentIds;
+/** @type {ReturnType<import('./ordering.js').createMessagePipeline> | undefined} */
+let messages;
+/** @type {import('./events.js').LidMappings | undefined} */
+let lidMappings;
+/** @type {import('./groups.js').GroupCache | undefined} */
+let groups;
 /** Digits of the phone to link by pairing code (PONTE_PAIRING_PHONE), or null for QR codes. */
 let pairingPhone = /** @type {string | null} */ (null);
 /** The pairing code is requested once per process: a new code would void the one shown. */
@@ -123,8 +131,13 @@ async function main() {
 
   sentIds = new events.RecentIds(2000);
   pairingPhone = config.pairingPhone;
+  await setUpMessageDelivery(config);
   const socketConfig = {
-    auth: { creds: auth.creds, keys: auth.keys },
+    // Watched for `lid-mapping` writes: every LID <-> phone pair Baileys learns becomes a frame.
+    auth: {
+      creds: auth.creds,
+      keys: events.observeKeyWrites(auth.keys, (data) => writeLidMappings(events?.lidMappingsOfKeyWrite(data) ?? [])),
+    },
     logger: log.child({ class: 'baileys' }),
     version: config.waVersion,
     waWebSocketUrl: config.websocketUrl,
@@ -136,6 +149,8 @@ async function main() {
     syncFullHistory: false,
     // One for the process, not per socket: retry counts must survive the 515 reconnect.
     msgRetryCounterCache: new TtlCache(),
+    // Consulted before every group send; undefined (not cached) makes Baileys query WhatsApp.
+    cachedGroupMetadata: (/** @type {string} */ jid) => /** @type {import('./groups.js').GroupCache} */ (groups).metadata(jid),
   };
   // A stop may have arrived while the auth state loaded; requestStop finishes the process then.
   if (intentional || exiting) return;
@@ -204,11 +219,82 @@ function connect(makeWASocket, socketConfig) {
   });
 
   current.ev.on('messages.upsert', (/** @type {any} */ upsert) => {
-    const { frames: out, skipped } = ev.messageFrames(upsert, /** @type {any} */ (sentIds));
-    for (const frame of out) void frames.write(frame);
+    const { entries, skipped } = ev.messageEntries(upsert, /** @type {any} */ (sentIds));
+    // Mappings first: the bridge can then resolve the LID of the very message that revealed it.
+    writeLidMappings(entries.flatMap(({ msg }) => ev.lidMappingsOfKey(msg.key)));
+    messages?.push(entries);
     if (skipped > 0) log.warn({ skipped, upsert: upsert.type }, 'dropped upserted messages that cannot form a frame');
-    log.debug({ count: out.length, upsert: upsert.type }, 'messages upserted');
+    log.debug({ count: entries.length, upsert: upsert.type, queued: messages?.pending }, 'messages upserted');
   });
+
+  current.ev.on('lid-mapping.update', (/** @type {any} */ mapping) => writeLidMappings([mapping]));
+  current.ev.on('messaging-history.set', (/** @type {any} */ history) => {
+    if (Array.isArray(history?.lidPnMappings)) writeLidMappings(history.lidPnMappings);
+  });
+
+  current.ev.on('groups.upsert', (/** @type {any[]} */ list) => groups?.upsert(list));
+  current.ev.on('groups.update', (/** @type {any[]} */ list) => groups?.update(list));
+  current.ev.on('group-participants.update', (/** @type {any} */ update) => groups?.participantsChanged(update));
+}
+
+/**
+ * The message path: media spool, group names, LID mappings, and the per-chat queue that puts
+ * them together in order (docs/protocol.md "Media and order").
+ * @param {import('./config.js').SidecarConfig} config
+ */
+async function setUpMessageDelivery(config) {
+  const ev = /** @type {import('./events.js')} */ (events);
+  const { createMediaSpool, sweepStaleTemps } = await import('./media.js');
+  const { createMessagePipeline } = await import('./ordering.js');
+  const { GroupCache } = await import('./groups.js');
+
+  if (config.mediaDir === null) {
+    log.warn('PONTE_MEDIA_DIR is not set: media messages will report download_failed');
+  } else {
+    void sweepStaleTemps(config.mediaDir).then(
+      (removed) => { if (removed > 0) log.info({ removed }, 'removed stale media temporaries'); },
+      (err) => logError('sweeping the media spool failed', err),
+    );
+  }
+  const spool = createMediaSpool({
+    dir: config.mediaDir,
+    maxBytes: config.mediaMaxBytes,
+    logger: log.child({ class: 'media' }),
+    // The socket of the moment: a 515 reconnect replaces it.
+    reuploadRequest: (msg) => {
+      if (!sock) throw new Error('no socket');
+      return sock.updateMediaMessage(msg);
+    },
+  });
+  groups = new GroupCache({
+    fetch: (jid) => {
+      if (!sock || connState !== 'open') throw new Error('connection is not open');
+      return sock.groupMetadata(jid);
+    },
+    onFetchError: (jid, err) => {
+      log.warn({ jid, error: err instanceof Error ? err.message : String(err) }, 'group metadata lookup failed');
+    },
+  });
+  lidMappings = new ev.LidMappings();
+  messages = createMessagePipeline({
+    write: (frame) => frames.write(frame),
+    media: (msg) => spool.fetch(msg),
+    chatName: (jid) => /** @type {import('./groups.js').GroupCache} */ (groups).subject(jid),
+    onError: (err, frame) => logError(`message ${frame.key.id} could not be completed`, err),
+  });
+}
+
+/** @param {Iterable<{lid?: unknown, pn?: unknown} | null | undefined>} pairs */
+function writeLidMappings(pairs) {
+  for (const frame of lidMappings?.fresh(pairs) ?? []) void frames.write(frame);
+}
+
+/** Lets message frames still waiting for their media out before the process reports its end. */
+async function drainMessages() {
+  if (!messages || messages.pending === 0) return;
+  const pending = messages.pending;
+  const drained = await messages.drain(MESSAGE_DRAIN_MS);
+  if (!drained) log.warn({ pending: messages.pending, of: pending }, 'message frames still incomplete at exit');
 }
 
 /**
@@ -236,6 +322,7 @@ async function onClose(error, makeWASocket, socketConfig) {
   }
   exiting = true;
   log.info({ status_code: statusCode, reason: ev.closeReason(statusCode, message) }, 'connection closed; exiting');
+  await drainMessages();
   await frames.write(ev.closeFrame(statusCode, message, false));
   await finish(EXIT_OK);
 }
@@ -262,6 +349,7 @@ function requestStop(why) {
       await Promise.race([Promise.resolve(current.end(undefined)).catch(() => {}), delay(SOCKET_END_MS)]);
     }
     connState = 'close';
+    await drainMessages();
     await auth?.flush();
     exiting = true;
     await frames.write(/** @type {any} */ ((events?.INTENTIONAL_CLOSE) ?? {

@@ -63,7 +63,21 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * @property {WaMessageKey} key
  * @property {string | null} content_type
  * @property {boolean} echo     true when this process sent it (send_text)
+ * @property {MediaInfo} [media]  media messages only: the file in the spool, or why there is none
+ * @property {string | null} [chat_name]  group chats only: the subject, when known
  * @property {Record<string, unknown>} message
+ */
+/**
+ * A downloaded media file in PONTE_MEDIA_DIR (`path` absolute, mode 0600; the bridge deletes it
+ * after use), or why there is none: `too_large` (over PONTE_MEDIA_MAX_BYTES; `size` is the
+ * declared length, or the bytes seen when the declared length lied) or `download_failed`.
+ * @typedef {{path: string, mimetype: string, size: number, file_name: string | null}
+ *   | {error: 'too_large' | 'download_failed', mimetype: string, size: number | null, file_name: string | null,
+ *      message: string}} MediaInfo
+ */
+/**
+ * A LID and a phone number are the same person; both without device suffix.
+ * @typedef {{type: 'lid_mapping', lid: string, pn: string}} LidMappingEvent
  */
 /**
  * @typedef {'bad_command' | 'not_connected' | 'invalid_jid' | 'send_failed' | 'internal'} ResultErrorCode
@@ -77,7 +91,10 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * The sidecar cannot run this instance and exits 78 right after.
  * @typedef {{type: 'fatal', code: 'auth_unreadable' | 'bad_config' | 'internal', message: string}} FatalEvent
  */
-/** @typedef {ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent | Result | FatalEvent} SidecarEvent */
+/**
+ * @typedef {ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent | LidMappingEvent | Result
+ *   | FatalEvent} SidecarEvent
+ */
 
 // ---------------------------------------------------------------------------------------------
 // Commands (bridge -> sidecar)

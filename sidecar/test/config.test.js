@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative as relative_ } from 'node:path';
 import { test } from 'node:test';
 
 import { ConfigError, loadConfig } from '../config.js';
@@ -20,6 +20,8 @@ test('defaults: pinned version, WhatsApp URL, warn, Baileys timeouts', (t) => {
     keepAliveMs: 30000,
     pairingPhone: null,
     qrTimeoutMs: null,
+    mediaDir: null,
+    mediaMaxBytes: 64 * 1024 * 1024,
   });
 });
 
@@ -37,6 +39,8 @@ test('every variable is read; empty counts as unset', (t) => {
     PONTE_KEEPALIVE_MS: '1000',
     PONTE_PAIRING_PHONE: '5511999990000',
     PONTE_QR_TIMEOUT_MS: '1500',
+    PONTE_MEDIA_DIR: dir,
+    PONTE_MEDIA_MAX_BYTES: '1048576',
   });
   assert.equal(config.instanceId, '-');
   assert.equal(config.websocketUrl, 'ws://127.0.0.1:8080/ws/chat');
@@ -47,6 +51,17 @@ test('every variable is read; empty counts as unset', (t) => {
   assert.equal(config.keepAliveMs, 1000);
   assert.equal(config.pairingPhone, '5511999990000');
   assert.equal(config.qrTimeoutMs, 1500);
+  assert.equal(config.mediaDir, dir);
+  assert.equal(config.mediaMaxBytes, 1048576);
+});
+
+test('PONTE_MEDIA_DIR is made absolute; an empty one means no spool', (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const relative = relative_(process.cwd(), dir);
+  assert.equal(loadConfig({ PONTE_AUTH_DIR: dir, PONTE_MEDIA_DIR: relative }).mediaDir, dir);
+  assert.equal(loadConfig({ PONTE_AUTH_DIR: dir, PONTE_MEDIA_DIR: ' ' }).mediaDir, null);
+  assert.equal(loadConfig({ PONTE_AUTH_DIR: dir, PONTE_MEDIA_MAX_BYTES: '5000000000' }).mediaMaxBytes, 5_000_000_000);
 });
 
 test('bad values are ConfigErrors naming the variable', (t) => {
@@ -69,6 +84,11 @@ test('bad values are ConfigErrors naming the variable', (t) => {
     [{ PONTE_AUTH_DIR: dir, PONTE_CONNECT_TIMEOUT_MS: '-5' }, /PONTE_CONNECT_TIMEOUT_MS/],
     [{ PONTE_AUTH_DIR: dir, PONTE_CONNECT_TIMEOUT_MS: '0' }, /PONTE_CONNECT_TIMEOUT_MS/],
     [{ PONTE_AUTH_DIR: dir, PONTE_KEEPALIVE_MS: '30s' }, /PONTE_KEEPALIVE_MS/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_MEDIA_DIR: join(dir, 'missing') }, /PONTE_MEDIA_DIR .* is not accessible \(ENOENT\)/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_MEDIA_DIR: file }, /PONTE_MEDIA_DIR .* is not a directory/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_MEDIA_MAX_BYTES: '0' }, /PONTE_MEDIA_MAX_BYTES .* positive integer of bytes/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_MEDIA_MAX_BYTES: '64MB' }, /PONTE_MEDIA_MAX_BYTES/],
+    [{ PONTE_AUTH_DIR: dir, PONTE_MEDIA_MAX_BYTES: '-1' }, /PONTE_MEDIA_MAX_BYTES/],
   ];
   for (const [env, pattern] of cases) {
     assert.throws(() => loadConfig(/** @type {any} */ (env)), (err) => err instanceof ConfigError && pattern.test(err.message), JSON.stringify(env));

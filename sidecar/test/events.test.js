@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import { proto } from '@whiskeysockets/baileys';
 
 import {
-  closeFrame, closeReason, connectionUpdateFrames, disconnectInfo, INTENTIONAL_CLOSE, meFromUser, messageFrames, RecentIds,
+  closeFrame, closeReason, connectionUpdateFrames, disconnectInfo, INTENTIONAL_CLOSE, LidMappings, lidMappingFrame,
+  lidMappingsOfKey, lidMappingsOfKeyWrite, meFromUser, messageEntries, messageFrames, observeKeyWrites, RecentIds,
 } from '../events.js';
 import { schema } from '../testing/helpers.js';
 
@@ -145,4 +146,73 @@ test('RecentIds forgets the oldest beyond its limit', () => {
   ids.add('e');
   assert.equal(ids.has('b'), true);
   assert.equal(ids.has('c'), false);
+});
+
+test('messageEntries keeps the Baileys message beside its frame', () => {
+  const msg = { key: { remoteJid: 'x@s.whatsapp.net', fromMe: false, id: 'A' }, message: { imageMessage: { mimetype: 'image/png' } } };
+  const { entries, skipped } = messageEntries({ type: 'notify', messages: [msg] }, new RecentIds());
+  assert.equal(skipped, 0);
+  assert.equal(entries[0].msg, msg);
+  assert.equal(entries[0].frame.content_type, 'imageMessage');
+  assert.equal(messageEntries({ type: 'prepend', messages: [msg] }, new RecentIds()).skipped, 1);
+});
+
+test('lid_mapping frames: device suffixes removed, either order, anything else refused; all valid', async () => {
+  const { validateFrame } = await schema();
+  const expected = { type: 'lid_mapping', lid: '207365884047522@lid', pn: '5511988887777@s.whatsapp.net' };
+  assert.deepEqual(lidMappingFrame('207365884047522:3@lid', '5511988887777:12@s.whatsapp.net'), expected);
+  assert.deepEqual(lidMappingFrame('5511988887777@s.whatsapp.net', '207365884047522@lid'), expected);
+  assert.deepEqual(lidMappingFrame('207365884047522@lid', '5511988887777@c.us'), expected);
+  assert.ok(validateFrame(expected), JSON.stringify(validateFrame.errors));
+  for (const [a, b] of [
+    ['207365884047522@lid', '207365884047523@lid'], ['5511@s.whatsapp.net', '5512@s.whatsapp.net'],
+    ['120363025246125486@g.us', '207365884047522@lid'], ['207365884047522@hosted.lid', '5511@hosted'],
+    ['', '5511@s.whatsapp.net'], [undefined, null], ['not a jid', '207365884047522@lid'], [42, {}],
+  ]) {
+    assert.equal(lidMappingFrame(a, b), null, `${a} ${b}`);
+  }
+});
+
+test('lidMappingsOfKey: 1:1 alt addresses and group participants', () => {
+  assert.deepEqual(lidMappingsOfKey({
+    remoteJid: '207365884047522@lid', remoteJidAlt: '5511988887777@s.whatsapp.net', fromMe: false, id: 'A', participant: '',
+  }), [{ type: 'lid_mapping', lid: '207365884047522@lid', pn: '5511988887777@s.whatsapp.net' }]);
+  assert.deepEqual(lidMappingsOfKey({
+    remoteJid: '120363025246125486@g.us', participant: '5511977776666:2@s.whatsapp.net', participantAlt: '99887766554433@lid', id: 'B',
+  }), [{ type: 'lid_mapping', lid: '99887766554433@lid', pn: '5511977776666@s.whatsapp.net' }]);
+  assert.deepEqual(lidMappingsOfKey({ remoteJid: '5511988887777@s.whatsapp.net', id: 'C' }), []);
+  assert.deepEqual(lidMappingsOfKey(undefined), []);
+});
+
+test('LidMappings: each pair once, bounded', () => {
+  const mappings = new LidMappings(2);
+  const a = { lid: '1@lid', pn: '11@s.whatsapp.net' };
+  const b = { lid: '2@lid', pn: '22@s.whatsapp.net' };
+  const c = { lid: '3:1@lid', pn: '33@s.whatsapp.net' };
+  assert.deepEqual(mappings.fresh([a, a, { lid: 'x', pn: 'y' }, null]).map((f) => f.lid), ['1@lid']);
+  assert.deepEqual(mappings.fresh([a, b]).map((f) => f.lid), ['2@lid']);
+  assert.deepEqual(mappings.fresh([c]).map((f) => f.lid), ['3@lid']);
+  // The oldest pair was forgotten: sending it again is harmless for the bridge.
+  assert.deepEqual(mappings.fresh([a, c]).map((f) => f.lid), ['1@lid']);
+});
+
+test('key-store writes: lid-mapping entries become pairs; the store still gets the write first', async () => {
+  assert.deepEqual(lidMappingsOfKeyWrite({
+    'lid-mapping': { 5511988887777: '207365884047522', '207365884047522_reverse': '5511988887777', 5511000: null },
+    session: { 'x.0': {} },
+  }), [{ lid: '207365884047522@lid', pn: '5511988887777@s.whatsapp.net' }]);
+  assert.deepEqual(lidMappingsOfKeyWrite({ 'pre-key': { 1: {} } }), []);
+
+  /** @type {string[]} */
+  const log = [];
+  const store = {
+    get: async (/** @type {string} */ type, /** @type {string[]} */ ids) => { log.push(`get ${type} ${ids}`); return {}; },
+    set: async () => { log.push('set'); },
+    clear: async () => { log.push('clear'); },
+  };
+  const observed = observeKeyWrites(/** @type {any} */ (store), (data) => { log.push(`seen ${Object.keys(data)}`); throw new Error('ignored'); });
+  await observed.get('lid-mapping', ['1']);
+  await observed.set({ 'lid-mapping': {} });
+  await /** @type {any} */ (observed).clear();
+  assert.deepEqual(log, ['get lid-mapping 1', 'set', 'seen lid-mapping', 'clear']);
 });
