@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
@@ -63,13 +64,14 @@ def _pairs_in(key: WaMessageKeyModel) -> list[tuple[str, str]]:
 
 class Dispatcher:
     def __init__(self, redis_async: aioredis.Redis, redis_sync: redis.Redis, *,
-                 ignore_chats: frozenset[str] = frozenset({"status", "newsletter", "broadcast"})
-                 ) -> None:
+                 ignore_chats: frozenset[str] = frozenset({"status", "newsletter", "broadcast"}),
+                 spool: Path | None = None) -> None:
         self._redis = redis_async
         self._sync = redis_sync
         self._writer = MailboxWriter(redis_async)
         self._lids = LidTable(redis_async)
         self._ignore_chats = ignore_chats
+        self._spool = spool.resolve() if spool is not None else None
 
     async def append(self, mailbox: str, item: MailboxItem) -> None:
         if await self._writer.append(mailbox, item):
@@ -77,9 +79,10 @@ class Dispatcher:
 
     async def wa_message(self, instance_id: InstanceId, event: MessageEvent) -> bool:
         """Queue a sidecar message for Chatwoot; False when it is not for Chatwoot."""
-        if event.echo:
-            return False  # we sent it from Chatwoot: it is there already
-        if chat_kind(event.key.remoteJid) in self._ignore_chats:
+        if event.echo or chat_kind(event.key.remoteJid) in self._ignore_chats:
+            # An echo is in Chatwoot already; an ignored chat is never shown. Either way a
+            # downloaded file has no taker: remove it, or the spool fills with status media.
+            self._discard_media(event)
             return False
         try:
             for lid, pn in _pairs_in(event.key):
@@ -97,6 +100,11 @@ class Dispatcher:
         logger.bind(instance=instance_id, chat_jid=chat_jid, wa_message_id=event.key.id).debug(
             "Message queued for Chatwoot")
         return True
+
+    def _discard_media(self, event: MessageEvent) -> None:
+        path = event.media.path if event.media else None
+        if path and self._spool is not None and Path(path).resolve().is_relative_to(self._spool):
+            Path(path).unlink(missing_ok=True)
 
     async def lid_mapping(self, instance_id: InstanceId, lid: str, pn: str) -> None:
         """Remember that `lid` is `pn`. If the LID was already shown in Chatwoot as a contact of

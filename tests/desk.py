@@ -76,14 +76,17 @@ def open_desk(fake: FakeChatwoot, make_settings: SettingsFactory, tmp_path: Path
         webhook_authorized_agent_emails=fake.default_agent["email"],
         chatwoot_queue_concurrency=2, **overrides)
     env = settings_env(settings)
-    serve = PonteProcess("serve", env, tmp_path / "serve.log")
-    worker = PonteProcess("worker", env, tmp_path / "worker.log")
+    desk = Desk(fake, settings, base, inbox, ops["id"],
+                PonteProcess("serve", env, tmp_path / "serve.log"),
+                PonteProcess("worker", env, tmp_path / "worker.log"))
     try:
-        serve.wait_http(f"{base}/healthz")
-        yield Desk(fake, settings, base, inbox, ops["id"], serve, worker)
+        desk.serve.wait_http(f"{base}/healthz")
+        yield desk
     except BaseException:
-        print("--- serve ---\n" + serve.output() + "\n--- worker ---\n" + worker.output())
+        print("--- serve ---\n" + desk.serve.output() + "\n--- worker ---\n"
+              + desk.worker.output())
         raise
     finally:
-        serve.stop()
-        worker.stop()
+        # The processes a test left in the desk (it may have restarted serve).
+        desk.serve.stop()
+        desk.worker.stop()

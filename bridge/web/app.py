@@ -37,7 +37,8 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
         redis_sync = connection.sync_client(url)
         registry = Registry(redis_async)
         dispatcher = Dispatcher(redis_async, redis_sync,
-                                ignore_chats=frozenset(settings.baileys_ignore_chats))
+                                ignore_chats=frozenset(settings.baileys_ignore_chats),
+                                spool=settings.spool_dir)
         supervisor = InstanceSupervisor(settings, registry, dispatcher,
                                         project_root=project_root)
         supervisor.companions.append(
