@@ -246,3 +246,26 @@ def test_a_sidecar_stuck_connecting_is_restarted(
         whatsapp.configure(reject_ws_upgrade=None, reject_ws_upgrade_close=False)
         note = wait_for(lambda: (qr_notes(desk) or [None])[0], timeout=30, message="a QR")
         assert desk.qr_from_note(note)
+
+
+def test_media_reaches_chatwoot_byte_exact_and_leaves_the_spool(
+        desk: Desk, whatsapp: WhatsAppSimulator) -> None:
+    link(desk, whatsapp)
+    whatsapp.add_contact(CUSTOMER, push_name="Maria")
+    photo = bytes(range(256)) * 400  # 100 KiB
+    pdf = b"%PDF-1.4\n" + b"boleto " * 3000
+    photo_id = whatsapp.send_media(CUSTOMER, "image", photo, "image/jpeg",
+                                   caption="chegou quebrado")
+    pdf_id = whatsapp.send_media(CUSTOMER, "document", pdf, "application/pdf",
+                                 file_name="boleto-4512.pdf")
+    posted = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(
+        [m for m in desk.fake.messages() if m["source_id"] in (photo_id, pdf_id)]),
+        timeout=30, message="both media messages")
+    image, document = posted
+    assert image["content"] == "chegou quebrado"
+    assert desk.fake.attachment_bytes(image["attachments"][0]["id"]) == photo
+    assert image["attachments"][0]["file_type"] == "image"
+    assert desk.fake.attachment_bytes(document["attachments"][0]["id"]) == pdf
+    assert document["attachments"][0]["data_url"].endswith("boleto-4512.pdf")
+    spool = desk.settings.spool_dir / desk.instance
+    wait_for(lambda: not any(spool.iterdir()), timeout=10, message="an empty spool")

@@ -116,6 +116,16 @@ class WhatsAppSimulator:
                              **extra})
         return str(result["id"])
 
+    def send_media(self, from_phone: str, kind: str, data: bytes, mimetype: str,
+                   **extra: Any) -> str:
+        """A contact sends media (served by the simulator without directPath); returns the id."""
+        import base64
+
+        result = self._call("POST", "/admin/send-media", {
+            "from_phone": from_phone, "kind": kind, "mimetype": mimetype,
+            "bytes_b64": base64.b64encode(data).decode(), **extra})
+        return str(result["id"])
+
     def received(self, phone: str) -> list[dict[str, Any]]:
         """What a contact received from the linked number, decrypted, in order."""
         return list(self._call("GET", "/admin/received", phone=phone))
