@@ -7,6 +7,7 @@
 //   - keys.set() resolves only once its files are on disk;
 //   - an unreadable creds.json is fatal, never silently replaced by a new identity.
 import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -17,6 +18,8 @@ export const CREDS_FILE = 'creds.json';
 export const TEMP_PREFIX = '.ponte-tmp-';
 /** Bounds open file handles: the first login writes ~812 pre-keys in one keys.set(). */
 const MAX_PARALLEL_FILE_OPS = 16;
+/** What filesystems that refuse fsync on a directory answer; the rename is still atomic there. */
+const DIR_FSYNC_UNSUPPORTED = ['EINVAL', 'EISDIR', 'EPERM', 'EBADF'];
 
 /** creds.json exists but cannot be used: the caller must stop, not pair again. */
 export class AuthUnreadableError extends Error {
@@ -52,6 +55,8 @@ export class FileStore {
   /** @type {Array<() => void>} */
   #waiting = [];
   #tempCounter = 0;
+  /** @type {Map<string, number>} name -> writeSync() count: older async writes must not land after one */
+  #syncWrites = new Map();
 
   /** @param {string} dir */
   constructor(dir) {
@@ -156,8 +161,10 @@ export class FileStore {
    * @param {string} text
    */
   write(name, text) {
+    // Taken at call time, with the text: a writeSync() after this call holds newer content.
+    const generation = this.#syncWrites.get(name) ?? 0;
     return this.locked(name, async () => {
-      const temp = join(this.dir, `${TEMP_PREFIX}${process.pid}-${++this.#tempCounter}-${randomBytes(4).toString('hex')}`);
+      const temp = this.#tempPath();
       let handle;
       try {
         handle = await open(temp, 'wx', 0o600);
@@ -165,6 +172,11 @@ export class FileStore {
         await handle.sync();
         await handle.close();
         handle = undefined;
+        if ((this.#syncWrites.get(name) ?? 0) !== generation) {
+          // writeSync() replaced the file meanwhile with newer content: this text is stale.
+          await unlink(temp).catch(() => {});
+          return;
+        }
         await rename(temp, join(this.dir, name));
       } catch (err) {
         await handle?.close().catch(() => {});
@@ -172,6 +184,48 @@ export class FileStore {
         throw err;
       }
     });
+  }
+
+  /**
+   * write(), but blocking: the file and its directory entry are on disk when this returns, before
+   * any other JavaScript runs. Only for a moment when code we do not control acts on the data right
+   * after handing it to us (AuthStore.saveCredsSync). An async write() called earlier is dropped
+   * instead of landing after this one; one whose rename is already under way can still land
+   * after it, so follow this with a regular write() of the same content.
+   * @param {string} name
+   * @param {string} text
+   */
+  writeSync(name, text) {
+    this.#syncWrites.set(name, (this.#syncWrites.get(name) ?? 0) + 1);
+    const temp = this.#tempPath();
+    /** @type {number | undefined} */
+    let fd;
+    try {
+      fd = openSync(temp, 'wx', 0o600);
+      writeFileSync(fd, text, 'utf8');
+      fsyncSync(fd);
+      closeSync(fd);
+      fd = undefined;
+      renameSync(temp, join(this.dir, name));
+    } catch (err) {
+      if (fd !== undefined) {
+        try { closeSync(fd); } catch { /* already failing */ }
+      }
+      try { unlinkSync(temp); } catch { /* never created */ }
+      throw err;
+    }
+    const dirFd = openSync(this.dir, 'r');
+    try {
+      fsyncSync(dirFd);
+    } catch (err) {
+      if (!DIR_FSYNC_UNSUPPORTED.includes(errno(err))) throw err;
+    } finally {
+      closeSync(dirFd);
+    }
+  }
+
+  #tempPath() {
+    return join(this.dir, `${TEMP_PREFIX}${process.pid}-${++this.#tempCounter}-${randomBytes(4).toString('hex')}`);
   }
 
   /** @param {string} name */
@@ -193,7 +247,7 @@ export class FileStore {
         await handle.sync();
       } catch (err) {
         // Some filesystems refuse fsync on a directory; the rename is still atomic there.
-        if (!['EINVAL', 'EISDIR', 'EPERM', 'EBADF'].includes(errno(err))) throw err;
+        if (!DIR_FSYNC_UNSUPPORTED.includes(errno(err))) throw err;
       } finally {
         await handle.close();
       }
@@ -216,6 +270,7 @@ export class FileStore {
  * @property {import('@whiskeysockets/baileys').SignalKeyStore} diskKeys     the uncached file store
  * @property {boolean} isNew            creds.json did not exist: a new identity, pairing by QR
  * @property {() => Promise<void>} saveCreds   persists the whole creds (call on every creds.update)
+ * @property {() => void} saveCredsSync   persists the whole creds before returning (blocking; see there)
  * @property {() => Promise<void>} flush       resolves when every write started so far is on disk
  * @property {FileStore} files
  */
@@ -246,6 +301,16 @@ export async function openAuthStore(dir, logger) {
     });
     queuedSave = save;
     return save;
+  };
+
+  /**
+   * The blocking variant, for the pairing: Baileys emits creds.update with the new account and
+   * sends pair-device-sign in the same tick, and the signature makes the phone list the device as
+   * linked. If the process died before an async save landed, the next start would show a QR for a
+   * forgotten or even brand-new identity while the phone keeps a ghost device.
+   */
+  const saveCredsSync = () => {
+    files.writeSync(CREDS_FILE, JSON.stringify(creds, BufferJSON.replacer));
   };
 
   /** @type {import('@whiskeysockets/baileys').SignalKeyStore} */
@@ -292,6 +357,7 @@ export async function openAuthStore(dir, logger) {
     diskKeys,
     isNew,
     saveCreds,
+    saveCredsSync,
     flush: () => files.flush(),
     files,
   };

@@ -71,6 +71,8 @@ let groups;
 let pairingPhone = /** @type {string | null} */ (null);
 /** The pairing code is requested once per process: a new code would void the one shown. */
 let pairingRequested = false;
+/** creds.json holds a linked account (`creds.account`); false until the pairing, when it is not. */
+let accountOnDisk = false;
 
 // EPIPE on stdout arrives as an 'error' event, not through a write callback.
 process.stdout.on('error', (err) => {
@@ -128,6 +130,7 @@ async function main() {
     return fatal('auth_unreadable', `auth state cannot be opened: ${err instanceof Error ? err.message : String(err)}`);
   }
   log.info({ new_identity: auth.isNew }, 'auth state loaded');
+  accountOnDisk = Boolean(auth.creds.account);
 
   sentIds = new events.RecentIds(2000);
   pairingPhone = config.pairingPhone;
@@ -187,6 +190,22 @@ function connect(makeWASocket, socketConfig) {
   connState = 'connecting';
 
   current.ev.on('creds.update', () => {
+    if (auth && !accountOnDisk && auth.creds.account) {
+      // The pairing (pair-success, by QR or code). Baileys sends pair-device-sign right after
+      // this synchronous emit; once it leaves, the phone lists the device as linked. An async
+      // save could still be in flight then, and a kill in that gap made the next start show a
+      // QR for a new identity while the phone kept a ghost device (tests/test_session_durability.py,
+      // ~1 in 3 kills right after the scan). So this one save blocks; if it fails, the throw
+      // reaches Baileys' pair-success handler, which ends the socket instead of acknowledging
+      // a pairing we could not keep.
+      try {
+        auth.saveCredsSync();
+      } catch (err) {
+        logError('saving the new pairing failed; not acknowledging it', err);
+        throw err;
+      }
+      accountOnDisk = true;
+    }
     void auth?.saveCreds().catch((/** @type {unknown} */ err) => logError('saving creds failed', err));
   });
 
