@@ -13,7 +13,11 @@ from bridge.sidecar.protocol import (
     PROTOCOL_VERSION,
     ConnectionEvent,
     LogoutCommand,
+    MarkReadCommand,
     MessageEvent,
+    Quote,
+    RevokeCommand,
+    SendMediaCommand,
     SendTextCommand,
     ShutdownCommand,
     UnknownEventType,
@@ -25,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "protocol"
 SCHEMA = json.loads((ROOT / "docs" / "protocol.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
-COMMAND_TYPES = {"send_text", "logout", "shutdown"}
+COMMAND_TYPES = {"send_text", "send_media", "revoke", "mark_read", "logout", "shutdown"}
 
 
 def lines(name: str) -> list[str]:
@@ -83,6 +87,12 @@ def test_message_event_keeps_baileys_json_untouched() -> None:
 
 @pytest.mark.parametrize("command", [
     SendTextCommand(id="c1", jid="5511988887777@s.whatsapp.net", text="Olá"),
+    SendTextCommand(id="c4", jid="5511988887777@s.whatsapp.net", text="Sim",
+                    quote=Quote(id="3EB0A", from_me=False, text="Sai hoje?")),
+    SendMediaCommand(id="c5", jid="5511988887777@s.whatsapp.net", path="/spool/1-7/out-1.ogg",
+                     mimetype="audio/ogg; codecs=opus", kind="audio", ptt=True),
+    RevokeCommand(id="c6", jid="5511988887777@s.whatsapp.net", message_id="3EB0B"),
+    MarkReadCommand(id="c7", jid="5511988887777@s.whatsapp.net", message_ids=["3EB0C"]),
     LogoutCommand(id="c2"),
     ShutdownCommand(id="c3"),
 ])

@@ -133,6 +133,14 @@ class LidMappingEvent(Frame):
     pn: str = Field(pattern=r"^[0-9]+@s\.whatsapp\.net$")
 
 
+class MessageStatusEvent(Frame):
+    """What WhatsApp says happened to a message (Baileys `messages.update` status)."""
+
+    type: Literal["message_status"]
+    key: WaMessageKeyModel
+    status: Literal["error", "pending", "server_ack", "delivered", "read", "played"]
+
+
 class ResultError(Frame):
     code: str
     message: str
@@ -163,12 +171,12 @@ class FatalEvent(Frame):
 
 
 SidecarEvent = (ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent
-                | LidMappingEvent | ResultEvent | FatalEvent)
+                | LidMappingEvent | MessageStatusEvent | ResultEvent | FatalEvent)
 # Discriminated on `type`: the decoder looks the model up, then validates against it alone.
 _EVENTS: dict[str, type[SidecarEvent]] = {
     "ready": ReadyEvent, "qr": QrEvent, "pairing_code": PairingCodeEvent,
     "connection": ConnectionEvent, "message": MessageEvent, "lid_mapping": LidMappingEvent,
-    "result": ResultEvent, "fatal": FatalEvent,
+    "message_status": MessageStatusEvent, "result": ResultEvent, "fatal": FatalEvent,
 }
 EVENT_TYPES = frozenset(_EVENTS)
 
@@ -177,12 +185,53 @@ class Command(Frame):
     id: CommandId
 
 
+class Quote(Frame):
+    """The message a send answers; `text` is shown when the phone no longer has it."""
+
+    id: str
+    from_me: bool
+    participant: str | None = None
+    text: str | None = None
+
+
 class SendTextCommand(Command):
     """Send a text message to a chat."""
 
     type: Literal["send_text"] = "send_text"
     jid: str
     text: str = Field(min_length=1, max_length=65536)
+    quote: Quote | None = None
+
+
+class SendMediaCommand(Command):
+    """Send a file from the media spool."""
+
+    type: Literal["send_media"] = "send_media"
+    jid: str
+    path: str
+    mimetype: str
+    kind: Literal["image", "video", "audio", "document", "sticker"]
+    file_name: str | None = None
+    caption: str | None = None
+    ptt: bool = False
+    quote: Quote | None = None
+
+
+class RevokeCommand(Command):
+    """Delete a message this number sent, for everyone."""
+
+    type: Literal["revoke"] = "revoke"
+    jid: str
+    message_id: str
+
+
+class MarkReadCommand(Command):
+    """Send read receipts for the customer's messages."""
+
+    type: Literal["mark_read"] = "mark_read"
+    jid: str
+    message_ids: list[str] = Field(min_length=1, max_length=100)
+    participant: str | None = None
 
 
 class LogoutCommand(Command):
@@ -197,7 +246,8 @@ class ShutdownCommand(Command):
     type: Literal["shutdown"] = "shutdown"
 
 
-SidecarCommand = SendTextCommand | LogoutCommand | ShutdownCommand
+SidecarCommand = (SendTextCommand | SendMediaCommand | RevokeCommand | MarkReadCommand
+                  | LogoutCommand | ShutdownCommand)
 
 
 class UnknownEventType(ProtocolError):
