@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     chatwoot_sign_agent_messages: bool = False
     # Also send Chatwoot's own template messages (greeting, out-of-office, CSAT) to WhatsApp.
     chatwoot_relay_templates: bool = False
+    # When an agent answers, mark the customer's messages read on WhatsApp (blue ticks).
+    chatwoot_mark_read_on_reply: bool = False
     chatwoot_signature_delimiter: str = "\n"
     # Delivery attempts per message and the first backoff step (the original's BullMQ knobs).
     bullmq_job_attempts: int = Field(10, ge=1, le=100)

@@ -24,14 +24,19 @@ from bridge.ids import (
     jid_server,
     normalize_jid,
 )
-from bridge.jobs.queues import schedule_drain
-from bridge.sidecar.protocol import MessageEvent, WaMessageKeyModel
+from bridge.jobs.queues import schedule_drain, schedule_status
+from bridge.sidecar.protocol import MessageEvent, MessageStatusEvent, WaMessageKeyModel
 from bridge.store import keys
 from bridge.store.connection import as_text
 from bridge.store.lids import LidTable
-from bridge.store.mailbox import ItemKind, MailboxItem, MailboxWriter
+from bridge.store.mailbox import SCHEDULED_TTL_SECONDS, ItemKind, MailboxItem, MailboxWriter
+from bridge.store.mapping import AsyncMappingStore, MessageMapping
 
 QR_LIFETIME_SECONDS = 60  # Baileys' first ref lives 60 s, later ones 20 s
+# WhatsApp's ticks as Chatwoot's message statuses (Chatwoot ignores read -> delivered itself).
+_CHATWOOT_STATUS = {"server_ack": "sent", "delivered": "delivered", "read": "read",
+                    "played": "read", "error": "failed"}
+_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 
 
 def chat_kind(jid: str) -> str:
@@ -70,6 +75,7 @@ class Dispatcher:
         self._sync = redis_sync
         self._writer = MailboxWriter(redis_async)
         self._lids = LidTable(redis_async)
+        self._mappings = AsyncMappingStore(redis_async)
         self._ignore_chats = ignore_chats
         self._spool = spool.resolve() if spool is not None else None
 
@@ -97,9 +103,48 @@ class Dispatcher:
             "instance_id": instance_id, "chat_jid": chat_jid,
             "event": event.model_dump(mode="json")})
         await self.append(keys.chat_mailbox(ChatKey(instance_id, chat_jid)), item)
+        if not event.key.fromMe and is_user_jid(chat_jid):
+            # Waiting for an agent's answer: marked read on WhatsApp when one comes (optional).
+            unread = keys.unread(instance_id, event.key.remoteJid)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(unread, event.key.id)
+                pipe.ltrim(unread, -100, -1)
+                pipe.expire(unread, 7 * 24 * 3600)
+                await pipe.execute()
         logger.bind(instance=instance_id, chat_jid=chat_jid, wa_message_id=event.key.id).debug(
             "Message queued for Chatwoot")
         return True
+
+    async def wa_status(self, instance_id: InstanceId, event: MessageStatusEvent) -> None:
+        """A tick on a message this number sent: shown as the Chatwoot message's status."""
+        status = _CHATWOOT_STATUS.get(event.status)
+        if status is None or not event.key.fromMe:
+            return
+        mapping = await self._mappings.by_wa(instance_id, event.key.id)
+        if mapping is None:
+            # WhatsApp can tick a send before the outbox recorded which Chatwoot message it
+            # was; keep the best tick for a while and apply it with the mapping.
+            key = keys.early_status(instance_id, event.key.id)
+            previous = await self._redis.get(key)
+            if previous is None or _RANK[status] > _RANK.get(as_text(previous), 0):
+                await self._redis.set(key, status, ex=600)
+            return
+        if mapping.from_me:
+            await self.message_status(mapping.account_id, mapping.conversation_id,
+                                      mapping.cw_message_id, status)
+
+    async def apply_early_status(self, mapping: MessageMapping) -> None:
+        """Called once a send is mapped: the tick that came first, if any."""
+        key = keys.early_status(mapping.instance_id, mapping.wa_message_id)
+        status = await self._redis.getdel(key)
+        if status is not None:
+            await self.message_status(mapping.account_id, mapping.conversation_id,
+                                      mapping.cw_message_id, as_text(status))
+
+    async def message_status(self, account_id: int, conversation_id: int, cw_message_id: int,
+                             status: str, external_error: str | None = None) -> None:
+        await asyncio.to_thread(schedule_status, self._sync, account_id, conversation_id,
+                                cw_message_id, status, external_error)
 
     def _discard_media(self, event: MessageEvent) -> None:
         path = event.media.path if event.media else None
@@ -138,7 +183,8 @@ class Dispatcher:
             mailbox = as_text(raw)
             if await self._redis.exists(keys.mailbox_lock(mailbox)):
                 continue
-            if await self._redis.set(keys.mailbox_scheduled(mailbox), "1", nx=True, ex=300):
+            if await self._redis.set(keys.mailbox_scheduled(mailbox), "1", nx=True,
+                                     ex=SCHEDULED_TTL_SECONDS):
                 await asyncio.to_thread(schedule_drain, self._sync, mailbox)
                 scheduled += 1
         return scheduled

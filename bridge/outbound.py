@@ -1,41 +1,105 @@
 """Chatwoot -> WhatsApp: drain an instance's outbox through its sidecar, in order.
 
-One consumer task per running instance, started next to its sidecar runner. An entry is
-acknowledged only after the sidecar answered (sent, or failed for good with a note to the
-agents), so a restart re-reads what was not finished. An entry waits for the connection at most
-`BAILEYS_SEND_WAIT_MS` from the moment the agent wrote it; older entries fail with a note instead
-of reaching the customer hours late.
+One consumer task per running instance, started next to its sidecar runner. An entry is an
+agent's message (text and attachments, maybe quoting a WhatsApp message) or a deletion. A
+message goes out in parts: images and videos carry the text as the caption of the first, other
+files follow the text; audio goes as a voice note. Each part is recorded when WhatsApp took it, so
+a retry after a crash skips what already went. An entry waits for the connection at most
+`BAILEYS_SEND_WAIT_MS` from the moment the agent wrote it; a part that cannot be sent ends with
+a note to the agents and the Chatwoot message marked failed, never silently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import redis.asyncio as aioredis
 from loguru import logger
 
+from bridge import attachments, audio
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
 from bridge.errors import SidecarError
-from bridge.ids import parse_instance_id
+from bridge.ids import is_user_jid, parse_instance_id
+from bridge.sidecar.protocol import (
+    MarkReadCommand,
+    Quote,
+    ResultEvent,
+    RevokeCommand,
+    SendMediaCommand,
+    SendTextCommand,
+    SidecarCommand,
+)
 from bridge.sidecar.supervisor import InstanceRunner
+from bridge.store import keys
+from bridge.store.connection import as_text
 from bridge.store.mapping import AsyncMappingStore, MessageMapping
-from bridge.store.outbox import Outbox, OutboxEntry
+from bridge.store.outbox import Outbox, OutboxAttachment, OutboxEntry, SentParts
 from bridge.texts import Texts, texts_for
 
 CONSUMER = "serve"  # one serve host today; per-host names come with leases (scaling out)
+# Shorter than redis-py's socket timeout (5 s): a longer block ends in a timeout error.
+_BLOCK_MS = 2000
 # `timeout` is not retried: the sidecar may have sent it after all, and a double send to a
 # customer is worse than a note asking the agent to check.
 _RETRYABLE_CODES = {"not_connected", "internal"}
+_KINDS = {"image": "image", "video": "video", "audio": "audio"}
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One WhatsApp message of an agent's Chatwoot message."""
+
+    text: str | None = None
+    attachment: OutboxAttachment | None = None
+    caption: str | None = None
+
+
+def plan(entry: OutboxEntry) -> list[Part]:
+    """Text as the first image's or video's caption when there is one; else a message first."""
+    text = entry.text.strip()
+    if not entry.attachments:
+        return [Part(text=entry.text)] if text else []
+    first, *rest = entry.attachments
+    if text and kind_of(first) in ("image", "video"):
+        return [Part(attachment=first, caption=entry.text), *(Part(attachment=a) for a in rest)]
+    return [*([Part(text=entry.text)] if text else []),
+            *(Part(attachment=a) for a in entry.attachments)]
+
+
+def kind_of(attachment: OutboxAttachment) -> str:
+    return _KINDS.get(attachment.file_type, "document")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A downloaded attachment as it goes out; `files` are all deleted afterwards."""
+
+    path: Path
+    mimetype: str
+    file_name: str | None
+    ptt: bool
+    files: tuple[Path, ...]
+
+
+class SendFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class OutboundSender:
-    def __init__(self, settings: Settings, redis: aioredis.Redis,
-                 dispatcher: Dispatcher) -> None:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, dispatcher: Dispatcher,
+                 http: httpx.AsyncClient | None = None) -> None:
         self._settings = settings
         self._redis = redis
         self._dispatcher = dispatcher
+        self._http = http or httpx.AsyncClient()
         self._mappings = AsyncMappingStore(redis)
         self._texts: Texts = texts_for(settings.chatwoot_language)
 
@@ -46,7 +110,7 @@ class OutboundSender:
         pending = True  # first what a previous run read but did not finish
         while True:
             try:
-                entries = await outbox.read(CONSUMER, pending=pending, block_ms=5000)
+                entries = await outbox.read(CONSUMER, pending=pending, block_ms=_BLOCK_MS)
             except (ConnectionError, OSError, aioredis.RedisError):
                 logger.bind(instance=runner.instance_id).exception("Outbox read failed")
                 await asyncio.sleep(1.0)
@@ -55,47 +119,164 @@ class OutboundSender:
                 pending = False
                 continue
             for entry_id, entry in entries:
-                await self._deliver(runner, entry)
+                if entry.action == "revoke":
+                    await self._revoke(runner, entry)
+                else:
+                    await self._deliver(runner, entry)
                 await outbox.done(entry_id)
 
+    # --- sending ----------------------------------------------------------------------------
     async def _deliver(self, runner: InstanceRunner, entry: OutboxEntry) -> None:
         log = logger.bind(instance=runner.instance_id, cw_message_id=entry.cw_message_id,
                           conversation_id=entry.conversation_id)
+        account_id, _ = parse_instance_id(runner.instance_id)
+        parts = plan(entry)
+        sent = await SentParts(self._redis, account_id, entry.cw_message_id).load()
+        failures = []
+        for number, part in enumerate(parts, start=1):
+            if number in sent.sent:
+                continue  # went out before a restart: never twice
+            quote = self._quote(entry) if number == 1 else None
+            try:
+                result = await self._send_part(runner, entry, part, quote)
+            except SendFailed as failed:
+                log.bind(part=number, reason=failed.reason).warning("Agent message part not sent")
+                failures.append(failed.reason)
+                continue
+            wa_id = str((result.data or {}).get("message_id", ""))
+            await sent.record(number, wa_id)
+            mapping = MessageMapping(
+                instance_id=runner.instance_id, chat_jid=entry.jid, wa_message_id=wa_id,
+                account_id=account_id, conversation_id=entry.conversation_id,
+                cw_message_id=entry.cw_message_id, from_me=True)
+            await self._mappings.put(mapping)
+            await self._dispatcher.apply_early_status(mapping)
+        if sent.sent and min(sent.sent) != max(sent.sent):
+            # Replies to this Chatwoot message quote its first part.
+            first = sent.sent[min(sent.sent)]
+            await self._mappings.put(MessageMapping(
+                instance_id=runner.instance_id, chat_jid=entry.jid, wa_message_id=first,
+                account_id=account_id, conversation_id=entry.conversation_id,
+                cw_message_id=entry.cw_message_id, from_me=True))
+        if failures:
+            await self._fail(entry, "; ".join(dict.fromkeys(failures)))
+        elif sent.sent:
+            log.info("Agent message sent")
+            await self._mark_read(runner, entry)
+
+    def _quote(self, entry: OutboxEntry) -> Quote | None:
+        if entry.quote is None:
+            return None
+        return Quote(id=entry.quote.wa_message_id, from_me=entry.quote.from_me)
+
+    async def _send_part(self, runner: InstanceRunner, entry: OutboxEntry, part: Part,
+                         quote: Quote | None) -> ResultEvent:
+        if part.attachment is None:
+            text = part.text or ""
+            return await self._send(runner, entry, lambda cid: SendTextCommand(
+                id=cid, jid=entry.jid, text=text, quote=quote))
+        attachment = part.attachment
+        prepared = await self._prepare(runner, attachment)
+        try:
+            return await self._send(runner, entry, lambda cid: SendMediaCommand(
+                id=cid, jid=entry.jid, path=str(prepared.path), mimetype=prepared.mimetype,
+                kind=kind_of(attachment),  # type: ignore[arg-type]
+                file_name=prepared.file_name, caption=part.caption, ptt=prepared.ptt,
+                quote=quote))
+        finally:
+            for file in prepared.files:
+                file.unlink(missing_ok=True)
+
+    async def _prepare(self, runner: InstanceRunner, attachment: OutboxAttachment) -> Prepared:
+        """Download from Chatwoot into the spool; audio becomes a voice note (Ogg/Opus)."""
+        spool = self._settings.spool_dir / runner.instance_id
+        try:
+            got = await attachments.fetch(
+                self._http, attachment.data_url, chatwoot_url=self._settings.chatwoot_url,
+                spool=spool, max_bytes=self._settings.baileys_media_max_bytes, timeout_s=120,
+                filename=attachment.name, content_type=attachment.content_type)
+        except attachments.AttachmentError as err:
+            raise SendFailed(self._attachment_reason(err.reason)) from err
+        if kind_of(attachment) != "audio":
+            return Prepared(got.path, got.content_type, got.filename, False, (got.path,))
+        if audio.is_opus(got.content_type, got.path):
+            return Prepared(got.path, audio.OPUS_MIMETYPE, None, True, (got.path,))
+        converted = await audio.to_voice_note(got.path)
+        if converted is None:  # no ffmpeg: it still goes, as a plain audio file
+            return Prepared(got.path, got.content_type, got.filename, False, (got.path,))
+        return Prepared(converted, audio.OPUS_MIMETYPE, None, True, (got.path, converted))
+
+    async def _send(self, runner: InstanceRunner, entry: OutboxEntry,
+                    make: Callable[[str], SidecarCommand]) -> ResultEvent:
+        """One command through the sidecar, waiting for the connection within the deadline."""
         deadline = entry.at + self._settings.baileys_send_wait_ms / 1000
         delay = 0.5
         while True:
             remaining = deadline - time.time()
             if remaining <= 0:
-                await self._fail(entry, self._texts.reason_not_connected)
-                log.warning("Agent message not sent: the instance stayed disconnected")
-                return
+                raise SendFailed(self._texts.reason_not_connected)
             if not await runner.wait_open(min(remaining, 30.0)):
                 continue
             try:
-                result = await runner.send_text(entry.jid, entry.text)
+                return await runner.request(make)
             except SidecarError as err:
                 if err.code in _RETRYABLE_CODES:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue
-                log.bind(code=err.code).warning("Agent message refused by the sidecar")
-                await self._fail(entry, self._reason(err.code))
-                return
-            data = result.data or {}
-            account_id, _ = parse_instance_id(runner.instance_id)
-            await self._mappings.put(MessageMapping(
-                instance_id=runner.instance_id, chat_jid=entry.jid,
-                wa_message_id=str(data.get("message_id", "")), account_id=account_id,
-                conversation_id=entry.conversation_id, cw_message_id=entry.cw_message_id))
-            log.bind(wa_message_id=data.get("message_id")).info("Agent message sent")
-            return
+                raise SendFailed(self._reason(err.code)) from err
 
     def _reason(self, code: str) -> str:
         return {
             "invalid_jid": self._texts.reason_invalid_recipient,
+            "not_on_whatsapp": self._texts.reason_not_on_whatsapp,
             "timeout": self._texts.reason_timeout,
+            "bad_media": self._texts.reason_bad_media,
         }.get(code, self._texts.reason_rejected)
 
+    def _attachment_reason(self, reason: str) -> str:
+        return {
+            "foreign_host": self._texts.reason_attachment_foreign,
+            "too_large": self._texts.reason_attachment_too_large,
+        }.get(reason, self._texts.reason_attachment_unavailable)
+
+    # --- deleting, reading, failing ---------------------------------------------------------
+    async def _revoke(self, runner: InstanceRunner, entry: OutboxEntry) -> None:
+        account_id, _ = parse_instance_id(runner.instance_id)
+        sent = await SentParts(self._redis, account_id, entry.cw_message_id).load()
+        for _number, wa_id in sorted(sent.sent.items()):
+            try:
+                await self._send(runner, entry, _revoke_command(entry.jid, wa_id))
+            except SendFailed as failed:
+                await self._dispatcher.note(entry.account_id, entry.conversation_id,
+                                            self._texts.revoke_failed.format(
+                                                reason=failed.reason))
+                return
+        logger.bind(instance=runner.instance_id, cw_message_id=entry.cw_message_id).info(
+            "Agent message deleted on WhatsApp")
+
+    async def _mark_read(self, runner: InstanceRunner, entry: OutboxEntry) -> None:
+        """An agent answered: the customer's messages count as read (optional)."""
+        if not self._settings.chatwoot_mark_read_on_reply or not is_user_jid(entry.jid):
+            return
+        key = keys.unread(runner.instance_id, entry.jid)
+        ids = [as_text(i) for i in await self._redis.lrange(key, 0, -1)]
+        if not ids:
+            return
+        try:
+            await runner.request(lambda cid: MarkReadCommand(id=cid, jid=entry.jid,
+                                                             message_ids=ids))
+            await self._redis.delete(key)
+        except SidecarError as err:
+            logger.bind(code=err.code).debug("Read receipts not sent")
+
     async def _fail(self, entry: OutboxEntry, reason: str) -> None:
+        """Visible in Chatwoot: the message marked failed, and a note saying why."""
         await self._dispatcher.note(entry.account_id, entry.conversation_id,
                                     self._texts.send_failed.format(reason=reason))
+        await self._dispatcher.message_status(entry.account_id, entry.conversation_id,
+                                              entry.cw_message_id, "failed", reason)
+
+
+def _revoke_command(jid: str, wa_id: str) -> Callable[[str], SidecarCommand]:
+    return lambda cid: RevokeCommand(id=cid, jid=jid, message_id=wa_id)

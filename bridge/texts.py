@@ -32,7 +32,12 @@ class Texts:
     reason_invalid_recipient: str
     reason_timeout: str
     reason_rejected: str
-    attachments_not_sent: str
+    reason_not_on_whatsapp: str
+    reason_bad_media: str
+    reason_attachment_foreign: str
+    reason_attachment_too_large: str
+    reason_attachment_unavailable: str
+    revoke_failed: str
     unreadable_message: str
     # Names of message kinds, shown in placeholders and quote excerpts.
     kind_image: str
@@ -102,8 +107,12 @@ PT_BR = Texts(
     reason_invalid_recipient="o destinatário não é um número de WhatsApp válido",
     reason_timeout="o WhatsApp não respondeu a tempo",
     reason_rejected="o WhatsApp recusou a mensagem",
-    attachments_not_sent="⚠️ Os anexos desta mensagem não foram enviados ao WhatsApp: o envio de "
-    "anexos ainda não é suportado.",
+    reason_not_on_whatsapp="este número não tem WhatsApp",
+    reason_bad_media="o arquivo não pôde ser lido para envio",
+    reason_attachment_foreign="o anexo não está no servidor do Chatwoot configurado",
+    reason_attachment_too_large="o anexo é grande demais para enviar",
+    reason_attachment_unavailable="o anexo não pôde ser baixado do Chatwoot",
+    revoke_failed="⚠️ A mensagem não foi apagada no WhatsApp: {reason}",
     unreadable_message="[Mensagem do tipo {kind} recebida no WhatsApp, mas não foi possível "
     "lê-la aqui. Veja no celular.]",
     kind_image="📷 Foto",
@@ -177,8 +186,12 @@ EN = Texts(
     reason_invalid_recipient="the recipient is not a valid WhatsApp number",
     reason_timeout="WhatsApp did not answer in time",
     reason_rejected="WhatsApp refused the message",
-    attachments_not_sent="⚠️ The attachments of this message were not sent to WhatsApp: sending "
-    "attachments is not supported yet.",
+    reason_not_on_whatsapp="this number has no WhatsApp account",
+    reason_bad_media="the file could not be read for sending",
+    reason_attachment_foreign="the attachment is not on the configured Chatwoot server",
+    reason_attachment_too_large="the attachment is too large to send",
+    reason_attachment_unavailable="the attachment could not be downloaded from Chatwoot",
+    revoke_failed="⚠️ The message was not deleted on WhatsApp: {reason}",
     unreadable_message="[A {kind} message arrived on WhatsApp but could not be read here. "
     "See it on the phone.]",
     kind_image="📷 Photo",

@@ -164,6 +164,15 @@ class ChatwootClient:
             json={"inbox_id": inbox_id, "contact_id": contact_id, "source_id": source_id})
         return result
 
+    def update_message_status(self, account_id: int, conversation_id: int, message_id: int,
+                              status: str, external_error: str | None = None) -> None:
+        """PATCH the status of a message in an API inbox (sent, delivered, read, failed)."""
+        body: dict[str, Any] = {"status": status}
+        if external_error:
+            body["external_error"] = external_error
+        self._json("PATCH", f"{self._account(account_id)}/conversations/{conversation_id}"
+                            f"/messages/{message_id}", json=body)
+
     def find_message(self, account_id: int, conversation_id: int, *, source_id: str,
                      private: bool, pages: int = 3) -> dict[str, Any] | None:
         """A recent message of the conversation with this `source_id` (Chatwoot has no lookup

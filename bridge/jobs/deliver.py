@@ -45,7 +45,6 @@ _MAX_BACKOFF_SECONDS = 60.0
 def drain(mailbox_key: str) -> int:
     """RQ job: drain `mailbox_key`; returns how many items it handled."""
     ctx = runtime.current()
-    ctx.redis.delete(keys.mailbox_scheduled(mailbox_key))
     handled = 0
     while True:
         lock = ctx.redis.lock(keys.mailbox_lock(mailbox_key), timeout=LOCK_TTL_SECONDS,
@@ -54,7 +53,7 @@ def drain(mailbox_key: str) -> int:
             return handled  # another job holds it and will look again after releasing
         retry_scheduled = False
         try:
-            with _renewing(lock):
+            with _renewing(lock, Mailbox(ctx.redis, mailbox_key)):
                 count, retry_scheduled = _drain_locked(
                     ctx, Mailbox(ctx.redis, mailbox_key),
                     deadline=time.monotonic() + DRAIN_BUDGET_SECONDS)
@@ -69,13 +68,18 @@ def drain(mailbox_key: str) -> int:
 
 
 @contextmanager
-def _renewing(lock: Lock) -> Iterator[None]:
+def _renewing(lock: Lock, mailbox: Mailbox) -> Iterator[None]:
+    """Keep the lock, and the "a drain is coming" flag, alive while the job runs. The flag stays
+    set for the whole drain (cleared only when the mailbox is found empty), so appends during a
+    drain do not each queue a job of their own."""
     stop = threading.Event()
+    mailbox.keep_scheduled()
 
     def renew() -> None:
         while not stop.wait(LOCK_RENEW_SECONDS):
             try:
                 lock.reacquire()
+                mailbox.keep_scheduled()
             except LockError:
                 logger.warning("Lost the mailbox lock while draining")
                 return

@@ -2,7 +2,7 @@
 
 | queue | holds |
 |---|---|
-| `ponte-chatwoot` | drain jobs, one per mailbox with work: WhatsApp messages and notes to post |
+| `ponte-chatwoot` | drain jobs (one per mailbox with work: WhatsApp messages, notes); status jobs |
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import redis
-from rq import Queue
+from rq import Queue, Retry
 
 CHATWOOT_QUEUE = "ponte-chatwoot"
 ALL_QUEUES = (CHATWOOT_QUEUE,)
 DRAIN_JOB = "bridge.jobs.deliver.drain"
+STATUS_JOB = "bridge.jobs.statuses.set_status"
 DRAIN_TIMEOUT_SECONDS = 600
 # Finished drain jobs are not kept: the mapping store is the record of what was done.
 _RESULT_TTL = 0
@@ -40,3 +41,13 @@ def schedule_drain(connection: redis.Redis, mailbox: str, *, delay_s: float = 0)
         queue.enqueue_in(timedelta(seconds=delay_s), DRAIN_JOB, mailbox, **options)
     else:
         queue.enqueue(DRAIN_JOB, mailbox, **options)
+
+
+def schedule_status(connection: redis.Redis, account_id: int, conversation_id: int,
+                    cw_message_id: int, status: str, external_error: str | None = None) -> None:
+    """Queue a status update of an agent's message (sent, delivered, read, failed)."""
+    chatwoot_queue(connection).enqueue(
+        STATUS_JOB, account_id, conversation_id, cw_message_id, status, external_error,
+        job_timeout=60, result_ttl=_RESULT_TTL, failure_ttl=_FAILURE_TTL,
+        retry=Retry(max=5, interval=[2, 5, 15, 30, 60]),
+        description=f"status {status} of message {cw_message_id}")

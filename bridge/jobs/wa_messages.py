@@ -90,7 +90,8 @@ def deliver(ctx: WorkerContext, item: MailboxItem) -> None:
                 cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
         mappings.put(MessageMapping(
             instance_id=instance_id, chat_jid=chat_jid, wa_message_id=mapped_id,
-            account_id=account_id, conversation_id=ref.conversation_id, cw_message_id=cw_id))
+            account_id=account_id, conversation_id=ref.conversation_id, cw_message_id=cw_id,
+            from_me=event.key.fromMe))
         ctx.redis.delete(attempt)
         if draft.poll is not None:
             polls.remember(ctx, instance_id, wa_id, draft.poll, cw_message_id=cw_id,

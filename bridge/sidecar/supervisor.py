@@ -34,11 +34,13 @@ from bridge.sidecar.protocol import (
     LidMappingEvent,
     LogoutCommand,
     MessageEvent,
+    MessageStatusEvent,
     PairingCodeEvent,
     QrEvent,
     ReadyEvent,
     ResultEvent,
     SendTextCommand,
+    SidecarCommand,
     SidecarEvent,
 )
 from bridge.store.registry import Desired, InstanceRecord, Registry
@@ -175,11 +177,15 @@ class InstanceRunner:
         except TimeoutError:
             return False
 
-    async def send_text(self, jid: str, text: str) -> ResultEvent:
+    async def request(self, make: Callable[[str], SidecarCommand]) -> ResultEvent:
+        """A command for the open connection (sends, revokes, receipts)."""
         process = self.process
         if process is None or self.connection is not ConnectionState.OPEN:
             raise SidecarUnavailable()
-        return await process.request(lambda cid: SendTextCommand(id=cid, jid=jid, text=text))
+        return await process.request(make)
+
+    async def send_text(self, jid: str, text: str) -> ResultEvent:
+        return await self.request(lambda cid: SendTextCommand(id=cid, jid=jid, text=text))
 
     async def logout(self) -> None:
         process = self.process
@@ -329,6 +335,8 @@ class InstanceRunner:
             await self._sup.dispatcher.wa_message(self.instance_id, event)
         elif isinstance(event, LidMappingEvent):
             await self._sup.dispatcher.lid_mapping(self.instance_id, event.lid, event.pn)
+        elif isinstance(event, MessageStatusEvent):
+            await self._sup.dispatcher.wa_status(self.instance_id, event)
         elif isinstance(event, ConnectionEvent):
             await self._on_connection(event)
         elif isinstance(event, QrEvent):

@@ -91,6 +91,21 @@ def conversation(instance_id: InstanceId, chat_jid: str) -> str:
     return f"{PREFIX}:conv:{instance_id}:{chat_jid}"
 
 
+def sent_parts(account_id: int, cw_message_id: int) -> str:
+    """Hash part number -> WhatsApp id: the parts of an agent message already sent."""
+    return f"{PREFIX}:parts:{account_id}:{cw_message_id}"
+
+
+def early_status(instance_id: InstanceId, wa_message_id: str) -> str:
+    """String: a tick that arrived before the send's mapping was written, applied with it."""
+    return f"{PREFIX}:early-status:{instance_id}:{wa_message_id}"
+
+
+def unread(instance_id: InstanceId, chat_jid: str) -> str:
+    """List: ids of the customer's messages not yet marked read on WhatsApp."""
+    return f"{PREFIX}:unread:{instance_id}:{chat_jid}"
+
+
 def outbox(instance_id: InstanceId) -> str:
     """Stream: agent messages waiting to be sent to WhatsApp by the serve owning the instance."""
     return f"{PREFIX}:outbox:{instance_id}"

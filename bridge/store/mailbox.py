@@ -52,14 +52,25 @@ class MailboxItem:
         return cls(id=uuid.uuid4().hex, kind=ItemKind.NOTE, payload=payload)
 
 
+SCHEDULED_TTL_SECONDS = 60
+
 # Atomically forget a mailbox that is empty, so a concurrent append cannot be lost from the set.
+# The "scheduled" flag goes with it: until now it told appenders a drain was on its way.
 _FORGET_IF_EMPTY = """
 if redis.call('llen', KEYS[1]) == 0 then
   redis.call('srem', KEYS[2], KEYS[1])
-  redis.call('del', KEYS[3])
+  redis.call('del', KEYS[3], KEYS[4])
   return 1
 end
 return 0
+"""
+
+# Keep the "scheduled" flag alive while a drain runs, without cutting a longer TTL short (a
+# retry sets one as long as its backoff).
+_KEEP_SCHEDULED = """
+if redis.call('ttl', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('set', KEYS[1], '1', 'EX', ARGV[1])
+end
 """
 
 
@@ -74,7 +85,7 @@ class MailboxWriter:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.rpush(mailbox, item.dumps())
             pipe.sadd(keys.MAILBOXES_PENDING, mailbox)
-            pipe.set(keys.mailbox_scheduled(mailbox), "1", nx=True, ex=300)
+            pipe.set(keys.mailbox_scheduled(mailbox), "1", nx=True, ex=SCHEDULED_TTL_SECONDS)
             result = await pipe.execute()
         return bool(result[2])
 
@@ -102,8 +113,13 @@ class Mailbox:
 
     def forget_if_empty(self) -> bool:
         return bool(self._redis.eval(
-            _FORGET_IF_EMPTY, 3, self.key, keys.MAILBOXES_PENDING,
-            keys.mailbox_attempts(self.key)))
+            _FORGET_IF_EMPTY, 4, self.key, keys.MAILBOXES_PENDING,
+            keys.mailbox_attempts(self.key), keys.mailbox_scheduled(self.key)))
+
+    def keep_scheduled(self) -> None:
+        """A drain is running: appenders need not schedule another."""
+        self._redis.eval(_KEEP_SCHEDULED, 1, keys.mailbox_scheduled(self.key),
+                         SCHEDULED_TTL_SECONDS)
 
     def __len__(self) -> int:
         return int(self._redis.llen(self.key))

@@ -28,6 +28,7 @@ class MessageMapping:
     account_id: int
     conversation_id: int
     cw_message_id: int
+    from_me: bool = False  # sent by the linked number (an agent's reply, or typed on the phone)
 
 
 def _load(raw: bytes | str | None) -> MessageMapping | None:

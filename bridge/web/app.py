@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from loguru import logger
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -41,8 +42,9 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
                                 spool=settings.spool_dir)
         supervisor = InstanceSupervisor(settings, registry, dispatcher,
                                         project_root=project_root)
+        http = httpx.AsyncClient()  # attachments from Chatwoot
         supervisor.companions.append(
-            OutboundSender(settings, redis_async, dispatcher).consume)
+            OutboundSender(settings, redis_async, dispatcher, http).consume)
         services = Services(settings=settings, redis=redis_async, registry=registry,
                             dispatcher=dispatcher, supervisor=supervisor)
         app.state.services = services
@@ -57,6 +59,7 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
             sweeper.cancel()
             await supervisor.shutdown()
             await asyncio.gather(sweeper, return_exceptions=True)
+            await http.aclose()
             await redis_async.aclose()
             redis_sync.close()
 

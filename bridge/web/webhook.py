@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from loguru import logger
 from pydantic import ValidationError
@@ -20,10 +21,11 @@ from starlette.responses import JSONResponse
 from bridge.chatwoot.models import MessageWebhook
 from bridge.convert.markdown import signed, to_whatsapp
 from bridge.convert.to_whatsapp import recipient_jid
-from bridge.ids import make_instance_id, normalize_jid
+from bridge.ids import InstanceId, make_instance_id, normalize_jid
 from bridge.store import keys
 from bridge.store.connection import as_text
-from bridge.store.outbox import Outbox, OutboxEntry
+from bridge.store.mapping import AsyncMappingStore
+from bridge.store.outbox import Outbox, OutboxAttachment, OutboxEntry, OutboxQuote
 from bridge.web import commands
 from bridge.web.security import Unverified, verify_webhook
 from bridge.web.services import Services
@@ -94,7 +96,9 @@ async def _updated(services: Services, message: MessageWebhook) -> JSONResponse:
     once). If we never queued it, send it now: that is what the agent's "retry" means. Every
     other update (our own status PATCHes coming back, edits) needs nothing."""
     attributes = message.content_attributes or {}
-    if not attributes.get("external_error") or attributes.get("deleted"):
+    if attributes.get("deleted"):
+        return await _revoke(services, message)
+    if not attributes.get("external_error"):
         return _answer(200, status="ignored", reason="update needs no action")
     skip = _why_not_relayed(message, services.settings.chatwoot_relay_templates)
     if skip:
@@ -153,6 +157,58 @@ def _why_not_relayed(message: MessageWebhook, templates: bool) -> str | None:
     return None
 
 
+async def _revoke(services: Services, message: MessageWebhook) -> JSONResponse:
+    """An agent deleted a message in Chatwoot: delete it for everyone on WhatsApp too."""
+    account_id = message.account.id
+    try:
+        instance_id = make_instance_id(account_id, message.inbox.id)
+    except ValueError:
+        return _answer(422, error="account.id and inbox.id must be positive integers")
+    mapping = await AsyncMappingStore(services.redis).by_cw(account_id, message.id)
+    if mapping is None or not mapping.from_me:
+        return _answer(200, status="ignored", reason="not a message Ponte sent")
+    if not await services.redis.set(keys.webhook_seen("revoke", f"{account_id}:{message.id}"),
+                                    "1", nx=True, ex=DEDUPE_TTL_SECONDS):
+        return _answer(200, status="ignored", reason="duplicate deletion")
+    await Outbox(services.redis, instance_id).append(OutboxEntry(
+        account_id=account_id, conversation_id=message.conversation.id,
+        cw_message_id=message.id, jid=mapping.chat_jid, at=time.time(), action="revoke"))
+    return _answer(200, status="queued")
+
+
+async def _refuse(services: Services, message: MessageWebhook, reason: str) -> None:
+    """Visible to the agents: a note saying why, and the message marked failed."""
+    account_id, conversation_id = message.account.id, message.conversation.id
+    await services.dispatcher.note(account_id, conversation_id,
+                                   services.texts.send_failed.format(reason=reason))
+    await services.dispatcher.message_status(account_id, conversation_id, message.id, "failed",
+                                             reason)
+
+
+async def _quote(services: Services, instance_id: InstanceId,
+                 message: MessageWebhook) -> OutboxQuote | None:
+    """The WhatsApp message the agent replied to, when we know it."""
+    attributes = message.content_attributes or {}
+    mappings = AsyncMappingStore(services.redis)
+    mapping = None
+    if isinstance(attributes.get("in_reply_to"), int):
+        mapping = await mappings.by_cw(message.account.id, attributes["in_reply_to"])
+    external = attributes.get("in_reply_to_external_id")
+    if mapping is None and isinstance(external, str) and external:
+        mapping = await mappings.by_wa(instance_id, external)
+        if mapping is None:  # a WhatsApp id Chatwoot knows and we do not: the customer's
+            return OutboxQuote(wa_message_id=external, from_me=False)
+    if mapping is None:
+        return None
+    return OutboxQuote(wa_message_id=mapping.wa_message_id, from_me=mapping.from_me)
+
+
+def _attachment_name(data_url: str) -> str | None:
+    """ActiveStorage URLs end with the file's name."""
+    name = unquote(urlsplit(data_url).path.rsplit("/", 1)[-1])
+    return name or None
+
+
 async def _relay(services: Services, message: MessageWebhook) -> JSONResponse:
     account_id, conversation_id = message.account.id, message.conversation.id
     try:
@@ -168,25 +224,25 @@ async def _relay(services: Services, message: MessageWebhook) -> JSONResponse:
     texts = services.texts
     jid = recipient_jid(message)
     if jid is None:
-        await services.dispatcher.note(account_id, conversation_id, texts.send_failed.format(
-            reason=texts.reason_invalid_recipient))
+        await _refuse(services, message, texts.reason_invalid_recipient)
         return _answer(200, status="failed", reason="no WhatsApp recipient in the conversation")
     runner = services.supervisor.runner(instance_id)
     if runner is None or not runner.alive:
-        await services.dispatcher.note(account_id, conversation_id, texts.send_failed.format(
-            reason=texts.reason_not_connected))
+        await _refuse(services, message, texts.reason_not_connected)
         return _answer(200, status="failed", reason="instance is not running")
-    if message.attachments:
-        await services.dispatcher.note(account_id, conversation_id, texts.attachments_not_sent)
-    if not (message.content or "").strip():
-        return _answer(200, status="ignored", reason="no text to send")
-    text = to_whatsapp(message.content or "")
-    if services.settings.chatwoot_sign_agent_messages and message.sender_kind == "user":
+    if not (message.content or "").strip() and not message.attachments:
+        return _answer(200, status="ignored", reason="nothing to send")
+    text = to_whatsapp(message.content or "") if (message.content or "").strip() else ""
+    if text and services.settings.chatwoot_sign_agent_messages and message.sender_kind == "user":
         text = signed(text, message.sender.name if message.sender else None,
                       services.settings.chatwoot_signature_delimiter)
     await Outbox(services.redis, instance_id).append(OutboxEntry(
         account_id=account_id, conversation_id=conversation_id, cw_message_id=message.id,
-        jid=jid, text=text, at=time.time()))
+        jid=jid, text=text, at=time.time(), quote=await _quote(services, instance_id, message),
+        attachments=tuple(
+            OutboxAttachment(data_url=a.data_url, file_type=a.file_type or "file",
+                             content_type=a.content_type, name=_attachment_name(a.data_url))
+            for a in message.attachments if a.data_url)))
     logger.bind(instance=instance_id, cw_message_id=message.id,
                 conversation_id=conversation_id).debug("Agent message queued for WhatsApp")
     return _answer(200, status="queued")

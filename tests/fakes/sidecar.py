@@ -14,16 +14,21 @@ instance plays the Nth script (the last one repeats). Each script line is one di
                                    wait for that command and answer it (`"$id"` in data is
                                    replaced by a fresh message id, `"$jid"` by the command's jid)
     {"exit": 3}                    end the process now with that status
+    {"ticks": true}                from now on, each send answered by default is followed by
+                                   `message_status` delivered and read for its message id
 
 Always, concurrently with the script: `shutdown` is answered ok and ends the process (status
 0); `logout` is answered, followed by a close 401, and ends it; after the script, `send_text` is
-answered ok. Every command received is appended to DIR/<instance>.commands.jsonl; every start
+answered ok (send_media, revoke and mark_read too). Every command received is appended to
+DIR/<instance>.commands.jsonl (for send_media with the file's size and sha256 as found on
+arrival, since the bridge deletes it afterwards); every start
 is counted in DIR/<instance>.runs and timed in DIR/<instance>.starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import queue
@@ -35,6 +40,18 @@ from pathlib import Path
 from typing import Any
 
 _out_lock = threading.Lock()
+_SENT = {"message_id": "$id", "jid": "$jid", "timestamp": "$now"}
+DEFAULT_DATA: dict[Any, dict[str, Any]] = {
+    "send_text": _SENT, "send_media": _SENT, "revoke": {"message_id": "$message_id"}}
+
+
+def describe_file(path: Any) -> dict[str, Any]:
+    try:
+        data = Path(str(path)).read_bytes()
+    except OSError:
+        return {"exists": False}
+    return {"exists": True, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "head": data[:8].hex()}
 
 
 def write(frame: dict[str, Any] | str) -> None:
@@ -58,6 +75,7 @@ class Sidecar:
     def __init__(self, control: Path, instance: str) -> None:
         self.control = control
         self.instance = instance
+        self.ticks = False
         self.commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self.record = control / f"{instance}.commands.jsonl"
 
@@ -67,6 +85,8 @@ class Sidecar:
                 command = json.loads(line)
             except ValueError:
                 continue
+            if command.get("type") == "send_media":
+                command["file"] = describe_file(command.get("path"))
             with self.record.open("a") as handle:
                 handle.write(json.dumps(command) + "\n")
             kind = command.get("type")
@@ -84,13 +104,18 @@ class Sidecar:
 
     def answer(self, command: dict[str, Any], reply: dict[str, Any]) -> None:
         mapping = {"$id": "3EB0" + uuid.uuid4().hex[:16].upper(), "$jid": command.get("jid"),
-                   "$now": int(time.time())}
+                   "$now": int(time.time()), "$message_id": command.get("message_id")}
         frame = {"type": "result", "id": command["id"], "ok": reply.get("ok", True)}
         if frame["ok"]:
             frame["data"] = substitute(reply.get("data", {}), mapping)
         else:
             frame["error"] = reply["error"]
         write(frame)
+        sent = frame.get("data", {}).get("message_id") if frame["ok"] else None
+        if self.ticks and sent and command.get("type") in ("send_text", "send_media"):
+            key = {"remoteJid": command["jid"], "fromMe": True, "id": sent}
+            for status in ("delivered", "read"):
+                write({"type": "message_status", "key": key, "status": status})
 
     def run(self, directives: list[dict[str, Any]]) -> None:
         for directive in directives:
@@ -114,14 +139,14 @@ class Sidecar:
                         self.answer(command, directive.get("reply", {"ok": True}))
                         break
                     self.answer(command, {"ok": True})
+            elif "ticks" in directive:
+                self.ticks = bool(directive["ticks"])
             elif "exit" in directive:
                 sys.stdout.flush()
                 os._exit(int(directive["exit"]))
         while True:  # script done: keep answering like a healthy sidecar
             command = self.commands.get()
-            data = {"message_id": "$id", "jid": "$jid", "timestamp": "$now"}
-            self.answer(command, {"ok": True, "data": data if command.get("type") ==
-                                  "send_text" else {}})
+            self.answer(command, {"ok": True, "data": DEFAULT_DATA.get(command.get("type"), {})})
 
 
 def main() -> None:
