@@ -268,6 +268,8 @@ class InstanceRunner:
             "PONTE_KEEPALIVE_MS": str(settings.baileys_keepalive_ms),
             "PONTE_MEDIA_DIR": str(spool.resolve()),
             "PONTE_MEDIA_MAX_BYTES": str(settings.baileys_media_max_bytes),
+            # Dropped before decryption: no download, no frame, no work for a chat never shown.
+            "PONTE_IGNORE_CHATS": ",".join(settings.baileys_ignore_chats),
         })
         try:
             self.process = await SidecarProcess.start(
