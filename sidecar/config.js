@@ -14,6 +14,11 @@ export const DEFAULT_MEDIA_MAX_BYTES = 64 * 1024 * 1024;
 
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
+/** Chat kinds PONTE_IGNORE_CHATS can name. */
+export const CHAT_KINDS = /** @type {const} */ (['status', 'newsletter', 'broadcast', 'group']);
+/** @typedef {typeof CHAT_KINDS[number]} ChatKind */
+export const DEFAULT_IGNORE_CHATS = /** @type {ChatKind[]} */ (['status', 'newsletter', 'broadcast']);
+
 /**
  * @typedef {object} SidecarConfig
  * @property {string} instanceId         for log lines only
@@ -29,6 +34,7 @@ const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 
  * @property {string | null} mediaDir    existing directory for downloaded media (the spool); null: none
  *                                        configured, media messages then report download_failed
  * @property {number} mediaMaxBytes      media larger than this is not downloaded (too_large)
+ * @property {Set<ChatKind>} ignoreChats  chats Baileys drops before decrypting (shouldIgnoreJid)
  */
 
 export class ConfigError extends Error {
@@ -118,7 +124,55 @@ export function loadConfig(env) {
     qrTimeoutMs: get('PONTE_QR_TIMEOUT_MS') === undefined ? null : positiveInt(get, 'PONTE_QR_TIMEOUT_MS', 0),
     mediaDir,
     mediaMaxBytes: positiveBytes(get, 'PONTE_MEDIA_MAX_BYTES', DEFAULT_MEDIA_MAX_BYTES),
+    ignoreChats: chatKinds(env.PONTE_IGNORE_CHATS),
   };
+}
+
+/**
+ * PONTE_IGNORE_CHATS: a comma list of chat kinds. Unlike the other variables, set-but-empty is
+ * a value here: the bridge passes its (possibly empty) list, and empty means "ignore nothing";
+ * `none` says the same explicitly. Unset keeps the default.
+ * @param {string | undefined} value
+ * @returns {Set<ChatKind>}
+ */
+function chatKinds(value) {
+  if (value === undefined) return new Set(DEFAULT_IGNORE_CHATS);
+  const items = value.split(',').map((item) => item.trim().toLowerCase()).filter((item) => item !== '');
+  if (items.length === 1 && items[0] === 'none') return new Set();
+  const unknown = items.filter((item) => !(/** @type {readonly string[]} */ (CHAT_KINDS)).includes(item));
+  if (unknown.length > 0) {
+    throw new ConfigError(`PONTE_IGNORE_CHATS names unknown chat kinds ${unknown.join(', ')}; use ${CHAT_KINDS.join(', ')} or none`);
+  }
+  return new Set(/** @type {ChatKind[]} */ (items));
+}
+
+/**
+ * Baileys' shouldIgnoreJid for a set of chat kinds. Baileys asks it with a stanza's `from`
+ * (a receipt's chat) before decrypting anything, and acks the ignored ones away: their messages
+ * are never downloaded, decrypted or reported. `status` is status@broadcast (status updates);
+ * `broadcast` the other @broadcast lists; `newsletter` channels; `group` @g.us chats.
+ * @param {Set<ChatKind>} kinds
+ * @returns {(jid: string) => boolean}
+ */
+export function ignoreJidPredicate(kinds) {
+  return (jid) => {
+    if (kinds.size === 0 || typeof jid !== 'string') return false;
+    const kind = chatKindOf(jid);
+    return kind !== null && kinds.has(kind);
+  };
+}
+
+/**
+ * @param {string} jid
+ * @returns {ChatKind | null} null: a person (phone number or LID), or anything else
+ */
+export function chatKindOf(jid) {
+  const at = jid.lastIndexOf('@');
+  const server = at === -1 ? '' : jid.slice(at + 1);
+  if (server === 'broadcast') return jid.slice(0, at) === 'status' ? 'status' : 'broadcast';
+  if (server === 'newsletter') return 'newsletter';
+  if (server === 'g.us') return 'group';
+  return null;
 }
 
 /**

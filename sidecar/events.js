@@ -198,6 +198,68 @@ export function messageEntries(upsert, sentIds) {
   return { entries, skipped };
 }
 
+/** Baileys' WAMessageStatus numbers -> the protocol's names (docs/protocol.md `message_status`). */
+export const STATUS_NAMES = /** @type {const} */ (['error', 'pending', 'server_ack', 'delivered', 'read', 'played']);
+
+/**
+ * @param {unknown} status  a WAMessageStatus number
+ * @returns {import('./protocol.js').MessageStatus | null}
+ */
+export function statusName(status) {
+  return typeof status === 'number' && Number.isInteger(status) && status >= 0 && status < STATUS_NAMES.length
+    ? STATUS_NAMES[status]
+    : null;
+}
+
+/**
+ * A `message_status` frame, its key copied like a message frame's; null when the key cannot
+ * name a message or the status is not one of Baileys' numbers.
+ * @param {unknown} rawKey
+ * @param {unknown} status
+ * @returns {import('./protocol.js').MessageStatusEvent | null}
+ */
+export function statusFrame(rawKey, status) {
+  const name = statusName(status);
+  const key = /** @type {Record<string, any> | undefined} */ (toWire(rawKey));
+  if (name === null || !key || typeof key !== 'object'
+    || typeof key.remoteJid !== 'string' || !key.remoteJid || typeof key.id !== 'string' || !key.id) {
+    return null;
+  }
+  key.fromMe = Boolean(key.fromMe);
+  return { type: 'message_status', key: /** @type {any} */ (key), status: name };
+}
+
+/**
+ * The status changes of a Baileys `messages.update` batch (edits, revokes and other updates
+ * without `status` are not statuses), in Baileys' order.
+ * @param {unknown} updates
+ * @returns {import('./protocol.js').MessageStatusEvent[]}
+ */
+export function statusFramesOfUpdates(updates) {
+  if (!Array.isArray(updates)) return [];
+  const frames = [];
+  for (const entry of updates) {
+    const status = entry?.update?.status;
+    if (status === undefined || status === null) continue;
+    const frame = statusFrame(entry.key, status);
+    if (frame) frames.push(frame);
+  }
+  return frames;
+}
+
+/**
+ * The status Baileys merged into an upserted message of ours: a receipt that came while the
+ * upsert was still in the event buffer never becomes a `messages.update` (lib/Utils/event-buffer.js),
+ * it only overwrites `status` on the message. Our own fresh sends carry PENDING (1), which says
+ * nothing; from SERVER_ACK (2) on it is news.
+ * @param {any} msg  a Baileys WAMessage of an upsert
+ * @returns {import('./protocol.js').MessageStatusEvent | null}
+ */
+export function statusFrameOfUpsert(msg) {
+  if (!msg?.key?.fromMe || typeof msg.status !== 'number' || msg.status < 2) return null;
+  return statusFrame(msg.key, msg.status);
+}
+
 const LID_USER = /^[0-9]+@lid$/;
 const PN_USER = /^[0-9]+@s\.whatsapp\.net$/;
 

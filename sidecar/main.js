@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 import { TtlCache } from './cache.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, ignoreJidPredicate, loadConfig } from './config.js';
 import {
   compileCommandValidators, createFrameWriter, createLineSplitter, decodeCommand, errorResult, PROTOCOL_VERSION,
   readLooseId, SIDECAR_VERSION,
@@ -87,6 +87,9 @@ process.on('unhandledRejection', (reason) => {
 // Installed before the slow Baileys import: a SIGTERM during start-up is a stop, not a kill.
 process.on('SIGTERM', () => void requestStop('SIGTERM'));
 process.on('SIGINT', () => void requestStop('SIGINT'));
+// Files this process creates are its own: Baileys writes plaintext copies of outgoing media to
+// os.tmpdir() (for thumbnails and durations) with the default mode, i.e. world-readable.
+process.umask(0o077);
 
 // A failure in start-up or reconnect logic would otherwise leave a process that reads stdin
 // but never connects; crash instead, so the supervisor restarts us.
@@ -133,6 +136,9 @@ async function main() {
   accountOnDisk = Boolean(auth.creds.account);
 
   sentIds = new events.RecentIds(2000);
+  const { NumberCheck, SentMessages } = await import('./outgoing.js');
+  // Our sends, newest 1000: Baileys' getMessage.
+  const sentMessages = new SentMessages();
   pairingPhone = config.pairingPhone;
   await setUpMessageDelivery(config);
   const socketConfig = {
@@ -154,6 +160,10 @@ async function main() {
     msgRetryCounterCache: new TtlCache(),
     // Consulted before every group send; undefined (not cached) makes Baileys query WhatsApp.
     cachedGroupMetadata: (/** @type {string} */ jid) => /** @type {import('./groups.js').GroupCache} */ (groups).metadata(jid),
+    // Answers peer retry receipts for our sends once Baileys' own cache (512, 5 min) forgot them.
+    getMessage: async (/** @type {any} */ key) => sentMessages.get(key?.id),
+    // Status updates, channels, broadcast lists (and groups, when asked): dropped before decryption.
+    shouldIgnoreJid: ignoreJidPredicate(config.ignoreChats),
   };
   // A stop may have arrived while the auth state loaded; requestStop finishes the process then.
   if (intentional || exiting) return;
@@ -168,10 +178,20 @@ async function main() {
     return fatal('internal', `cannot compile the protocol schema: ${err instanceof Error ? err.message : String(err)}`);
   }
   const { createCommandHandler } = await import('./commands.js');
+  const numbers = new NumberCheck({
+    // The socket of the moment: a 515 reconnect replaces it.
+    lookup: (jid) => {
+      if (!sock || connState !== 'open') throw new Error('connection is not open');
+      return sock.onWhatsApp(jid);
+    },
+  });
   const handle = createCommandHandler({
     socket: () => sock,
     isOpen: () => sock !== null && connState === 'open' && !intentional && !exiting,
     sentIds,
+    sent: sentMessages,
+    numbers,
+    mediaDir: config.mediaDir,
     stop: () => requestStop('shutdown command'),
     logger: log,
   });
@@ -242,8 +262,16 @@ function connect(makeWASocket, socketConfig) {
     // Mappings first: the bridge can then resolve the LID of the very message that revealed it.
     writeLidMappings(entries.flatMap(({ msg }) => ev.lidMappingsOfKey(msg.key)));
     messages?.push(entries);
+    // A receipt Baileys merged into a still-buffered upsert: reported right after its message.
+    const merged = entries.map(({ msg }) => ev.statusFrameOfUpsert(msg)).filter((frame) => frame !== null);
+    if (merged.length > 0) messages?.pushAfter(/** @type {any[]} */ (merged));
     if (skipped > 0) log.warn({ skipped, upsert: upsert.type }, 'dropped upserted messages that cannot form a frame');
     log.debug({ count: entries.length, upsert: upsert.type, queued: messages?.pending }, 'messages upserted');
+  });
+
+  current.ev.on('messages.update', (/** @type {any[]} */ updates) => {
+    const statuses = ev.statusFramesOfUpdates(updates);
+    if (statuses.length > 0) messages?.pushAfter(statuses);
   });
 
   current.ev.on('lid-mapping.update', (/** @type {any} */ mapping) => writeLidMappings([mapping]));

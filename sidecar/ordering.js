@@ -102,7 +102,7 @@ export class Limiter {
  * @property {(msg: any, frame: import('./protocol.js').MessageEvent) => (Promise<import('./protocol.js').MediaInfo> | null)} [media]
  *   starts the download of a media message; null when the message has no media
  * @property {(jid: string) => Promise<string | null>} [chatName]   a group's subject, or null
- * @property {(err: unknown, frame: import('./protocol.js').MessageEvent) => void} [onError]
+ * @property {(err: unknown, frame: import('./protocol.js').MessageEvent | import('./protocol.js').MessageStatusEvent) => void} [onError]
  */
 
 /**
@@ -113,6 +113,13 @@ export class Limiter {
  */
 export function createMessagePipeline(deps) {
   const queue = new ChatQueue();
+  /** Message ids queued and not yet written -> their chat, for the status frames that follow them. */
+  /** @type {Map<string, {chat: string, count: number}>} */
+  const waiting = new Map();
+  const settle = (/** @type {string} */ id) => {
+    const entry = waiting.get(id);
+    if (entry && --entry.count === 0) waiting.delete(id);
+  };
   return {
     /**
      * Queues the frames in order. Returns at once; each frame is written when its chat allows.
@@ -121,6 +128,14 @@ export function createMessagePipeline(deps) {
     push(entries) {
       for (const { frame, msg } of entries) {
         const chat = frame.key.remoteJid;
+        const id = frame.key.id;
+        const entry = waiting.get(id);
+        if (entry) {
+          entry.chat = chat;
+          entry.count += 1;
+        } else {
+          waiting.set(id, { chat, count: 1 });
+        }
         void queue.run(chat, async () => {
           try {
             const [media, name] = await Promise.all([
@@ -135,8 +150,24 @@ export function createMessagePipeline(deps) {
             // The frame still goes out: losing the message is worse than losing its extras.
             deps.onError?.(err, frame);
           }
-          await deps.write(frame);
+          try {
+            await deps.write(frame);
+          } finally {
+            settle(id);
+          }
         }, (err) => deps.onError?.(err, frame));
+      }
+    },
+    /**
+     * Queues frames that must not overtake a message frame: a `message_status` goes behind the
+     * message it is about while that one is still queued (the receipt's key may name the chat
+     * differently, by LID instead of phone number), else behind its own chat's queue.
+     * @param {import('./protocol.js').MessageStatusEvent[]} frames
+     */
+    pushAfter(frames) {
+      for (const frame of frames) {
+        const chat = waiting.get(frame.key.id)?.chat ?? frame.key.remoteJid;
+        void queue.run(chat, () => deps.write(frame), (err) => deps.onError?.(err, frame));
       }
     },
     /**

@@ -12,7 +12,7 @@ export const SIDECAR_VERSION = /** @type {string} */ (
   JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
 );
 
-export const COMMAND_TYPES = /** @type {const} */ (['send_text', 'logout', 'shutdown']);
+export const COMMAND_TYPES = /** @type {const} */ (['send_text', 'send_media', 'revoke', 'mark_read', 'logout', 'shutdown']);
 
 const COMMAND_ID = /^[A-Za-z0-9_-]{1,64}$/;
 // Last resort for lines that are not JSON at all: an id we can still answer under.
@@ -62,7 +62,7 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * @property {'notify' | 'append'} upsert
  * @property {WaMessageKey} key
  * @property {string | null} content_type
- * @property {boolean} echo     true when this process sent it (send_text)
+ * @property {boolean} echo     true when this process sent it (send_text, send_media, revoke)
  * @property {MediaInfo} [media]  media messages only: the file in the spool, or why there is none
  * @property {string | null} [chat_name]  group chats only: the subject, when known
  * @property {Record<string, unknown>} message
@@ -80,7 +80,16 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * @typedef {{type: 'lid_mapping', lid: string, pn: string}} LidMappingEvent
  */
 /**
- * @typedef {'bad_command' | 'not_connected' | 'invalid_jid' | 'send_failed' | 'internal'} ResultErrorCode
+ * What WhatsApp says happened to a message (Baileys `WAMessageStatus` 0-5 by name).
+ * @typedef {'error' | 'pending' | 'server_ack' | 'delivered' | 'read' | 'played'} MessageStatus
+ */
+/**
+ * A status change of a message, from `messages.update` or merged into an upserted message.
+ * @typedef {{type: 'message_status', key: WaMessageKey, status: MessageStatus}} MessageStatusEvent
+ */
+/**
+ * @typedef {'bad_command' | 'not_connected' | 'invalid_jid' | 'not_on_whatsapp' | 'bad_media' | 'send_failed'
+ *   | 'internal'} ResultErrorCode
  */
 /**
  * The answer to the command with the same id.
@@ -92,16 +101,43 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * @typedef {{type: 'fatal', code: 'auth_unreadable' | 'bad_config' | 'internal', message: string}} FatalEvent
  */
 /**
- * @typedef {ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent | LidMappingEvent | Result
- *   | FatalEvent} SidecarEvent
+ * @typedef {ReadyEvent | QrEvent | PairingCodeEvent | ConnectionEvent | MessageEvent | LidMappingEvent
+ *   | MessageStatusEvent | Result | FatalEvent} SidecarEvent
  */
 
 // ---------------------------------------------------------------------------------------------
 // Commands (bridge -> sidecar)
 
 /**
+ * The message a send answers: WhatsApp shows it quoted above the new one. `text` stands in for
+ * its content (the phone may no longer have it); `participant` is the author in groups.
+ * @typedef {{id: string, from_me: boolean, participant?: string | null, text?: string | null}} Quote
+ */
+/**
  * Send a text message to a chat.
- * @typedef {{type: 'send_text', id: string, jid: string, text: string}} SendTextCommand
+ * @typedef {{type: 'send_text', id: string, jid: string, text: string, quote?: Quote}} SendTextCommand
+ */
+/**
+ * Send a file of the media spool (only regular files whose real path is inside PONTE_MEDIA_DIR).
+ * @typedef {object} SendMediaCommand
+ * @property {'send_media'} type
+ * @property {string} id
+ * @property {string} jid
+ * @property {string} path
+ * @property {string} mimetype
+ * @property {'image' | 'video' | 'audio' | 'document' | 'sticker'} kind
+ * @property {string | null} [file_name]   documents: the name the recipient sees
+ * @property {string | null} [caption]     not for stickers (nor audio, where WhatsApp shows none)
+ * @property {boolean} [ptt]               audio as a voice note
+ * @property {Quote} [quote]
+ */
+/**
+ * Delete a message this number sent, for everyone.
+ * @typedef {{type: 'revoke', id: string, jid: string, message_id: string}} RevokeCommand
+ */
+/**
+ * Read receipts for messages the customer sent (`participant`: their author, in groups).
+ * @typedef {{type: 'mark_read', id: string, jid: string, message_ids: string[], participant?: string | null}} MarkReadCommand
  */
 /**
  * Unlink this device; the connection then closes with 401.
@@ -111,7 +147,10 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * Finish pending auth writes, close the socket without unlinking, exit 0.
  * @typedef {{type: 'shutdown', id: string}} ShutdownCommand
  */
-/** @typedef {SendTextCommand | LogoutCommand | ShutdownCommand} SidecarCommand */
+/**
+ * @typedef {SendTextCommand | SendMediaCommand | RevokeCommand | MarkReadCommand | LogoutCommand | ShutdownCommand}
+ *   SidecarCommand
+ */
 
 // ---------------------------------------------------------------------------------------------
 // Encoding

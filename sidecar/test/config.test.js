@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join, relative as relative_ } from 'node:path';
 import { test } from 'node:test';
 
-import { ConfigError, loadConfig } from '../config.js';
+import { chatKindOf, ConfigError, ignoreJidPredicate, loadConfig } from '../config.js';
 import { tempDir } from '../testing/helpers.js';
 
 test('defaults: pinned version, WhatsApp URL, warn, Baileys timeouts', (t) => {
@@ -22,6 +22,7 @@ test('defaults: pinned version, WhatsApp URL, warn, Baileys timeouts', (t) => {
     qrTimeoutMs: null,
     mediaDir: null,
     mediaMaxBytes: 64 * 1024 * 1024,
+    ignoreChats: new Set(['status', 'newsletter', 'broadcast']),
   });
 });
 
@@ -93,4 +94,45 @@ test('bad values are ConfigErrors naming the variable', (t) => {
   for (const [env, pattern] of cases) {
     assert.throws(() => loadConfig(/** @type {any} */ (env)), (err) => err instanceof ConfigError && pattern.test(err.message), JSON.stringify(env));
   }
+});
+
+test('PONTE_IGNORE_CHATS: unset is the default; set is the list, empty or none ignore nothing; unknown kinds refused', (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const kinds = (/** @type {string | undefined} */ value) => [...loadConfig({ PONTE_AUTH_DIR: dir, PONTE_IGNORE_CHATS: value }).ignoreChats].sort();
+  assert.deepEqual(kinds(undefined), ['broadcast', 'newsletter', 'status']);
+  assert.deepEqual(kinds('status, GROUP ,'), ['group', 'status']);
+  assert.deepEqual(kinds('status,newsletter,broadcast,group'), ['broadcast', 'group', 'newsletter', 'status']);
+  assert.deepEqual(kinds(''), []);
+  assert.deepEqual(kinds('  '), []);
+  assert.deepEqual(kinds('none'), []);
+  for (const bad of ['groups', 'status,person', 'none,status']) {
+    assert.throws(() => kinds(bad), (err) => err instanceof ConfigError && /PONTE_IGNORE_CHATS/.test(err.message), bad);
+  }
+});
+
+test('shouldIgnoreJid: each kind drops its chats and only those', () => {
+  const jids = {
+    status: 'status@broadcast',
+    broadcast: '1764374400@broadcast',
+    newsletter: '120363000000000000@newsletter',
+    group: '120363025246125486@g.us',
+    pn: '5511988887777@s.whatsapp.net',
+    device: '5511988887777:3@s.whatsapp.net',
+    lid: '123456789012345@lid',
+    server: 's.whatsapp.net',
+  };
+  assert.deepEqual(Object.fromEntries(Object.entries(jids).map(([name, jid]) => [name, chatKindOf(jid)])), {
+    status: 'status', broadcast: 'broadcast', newsletter: 'newsletter', group: 'group', pn: null, device: null, lid: null, server: null,
+  });
+  const ignored = (/** @type {any[]} */ kinds) => {
+    const predicate = ignoreJidPredicate(new Set(kinds));
+    return Object.entries(jids).filter(([, jid]) => predicate(jid)).map(([name]) => name);
+  };
+  assert.deepEqual(ignored(['status', 'newsletter', 'broadcast']), ['status', 'broadcast', 'newsletter']);
+  assert.deepEqual(ignored(['status']), ['status'], 'status is not a broadcast list');
+  assert.deepEqual(ignored(['broadcast']), ['broadcast'], 'nor the other way round');
+  assert.deepEqual(ignored(['group']), ['group']);
+  assert.deepEqual(ignored([]), []);
+  assert.equal(ignoreJidPredicate(new Set(['group']))(/** @type {any} */ (undefined)), false);
 });

@@ -6,6 +6,7 @@ import { proto } from '@whiskeysockets/baileys';
 import {
   closeFrame, closeReason, connectionUpdateFrames, disconnectInfo, INTENTIONAL_CLOSE, LidMappings, lidMappingFrame,
   lidMappingsOfKey, lidMappingsOfKeyWrite, meFromUser, messageEntries, messageFrames, observeKeyWrites, RecentIds,
+  statusFrameOfUpsert, statusFramesOfUpdates, statusName,
 } from '../events.js';
 import { schema } from '../testing/helpers.js';
 
@@ -215,4 +216,41 @@ test('key-store writes: lid-mapping entries become pairs; the store still gets t
   await observed.set({ 'lid-mapping': {} });
   await /** @type {any} */ (observed).clear();
   assert.deepEqual(log, ['get lid-mapping 1', 'set', 'seen lid-mapping', 'clear']);
+});
+
+test('message_status: Baileys status numbers by name; only updates that carry a status; keys copied', async () => {
+  const { validateFrame } = await schema();
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map(statusName), ['error', 'pending', 'server_ack', 'delivered', 'read', 'played']);
+  assert.deepEqual([6, -1, 2.5, '4', null, undefined].map(statusName), [null, null, null, null, null, null]);
+  const key = { remoteJid: '5511988887777@s.whatsapp.net', id: '3EB0AA11BB22CC33DD44', fromMe: true, participant: undefined };
+  const frames = statusFramesOfUpdates([
+    { key, update: { status: proto.WebMessageInfo.Status.DELIVERY_ACK, messageTimestamp: 1764374460 } },
+    { key: { ...key, id: 'EDITED' }, update: { message: { conversation: 'x' } } },
+    { key: { ...key, id: 'REVOKED' }, update: { message: null, messageStubType: 1 } },
+    { key: { remoteJid: '123456789012345@lid', id: 'X2', participant: '' }, update: { status: 4 } },
+    { key: { remoteJid: '', id: 'X3', fromMe: true }, update: { status: 4 } },
+    { key: { remoteJid: '5511988887777@s.whatsapp.net', fromMe: true, id: 'X4' }, update: { status: 9 } },
+    { key, update: { status: 0, messageStubParameters: ['479'] } },
+  ]);
+  assert.deepEqual(frames, [
+    { type: 'message_status', key: { remoteJid: '5511988887777@s.whatsapp.net', id: '3EB0AA11BB22CC33DD44', fromMe: true }, status: 'delivered' },
+    // Receipts for messages that are not ours (our phone read the customer's message) too: the bridge picks.
+    { type: 'message_status', key: { remoteJid: '123456789012345@lid', id: 'X2', participant: '', fromMe: false }, status: 'read' },
+    { type: 'message_status', key: { remoteJid: '5511988887777@s.whatsapp.net', id: '3EB0AA11BB22CC33DD44', fromMe: true }, status: 'error' },
+  ]);
+  for (const frame of frames) assert.ok(validateFrame(frame), JSON.stringify(validateFrame.errors));
+  assert.deepEqual(statusFramesOfUpdates(undefined), []);
+});
+
+test('message_status from an upsert: our messages from server_ack on, never pending, never the customer\'s', async () => {
+  const { validateFrame } = await schema();
+  const key = { remoteJid: '5511988887777@s.whatsapp.net', fromMe: true, id: '3EB0AA11BB22CC33DD44' };
+  const msg = (/** @type {any} */ over) => proto.WebMessageInfo.fromObject({ key, message: { conversation: 'x' }, ...over });
+  const read = statusFrameOfUpsert(msg({ status: 4 }));
+  assert.deepEqual(read, { type: 'message_status', key, status: 'read' });
+  assert.ok(validateFrame(read));
+  assert.deepEqual(statusFrameOfUpsert(msg({ status: 2 }))?.status, 'server_ack');
+  assert.equal(statusFrameOfUpsert(msg({ status: 1 })), null, 'a fresh send is pending: nothing to say');
+  assert.equal(statusFrameOfUpsert(msg({})), null);
+  assert.equal(statusFrameOfUpsert(msg({ key: { ...key, fromMe: false }, status: 3 })), null);
 });

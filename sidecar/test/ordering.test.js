@@ -189,3 +189,42 @@ test('pipeline: a failing media step still writes the frame; drain gives up afte
   never.resolve(null);
   assert.equal(await pipeline.drain(1000), true);
 });
+
+test('pipeline: a status frame follows its message even when its key names the chat differently', async () => {
+  const { validateFrame } = await schema();
+  /** @type {any[]} */
+  const written = [];
+  const download = deferred();
+  const pipeline = createMessagePipeline({
+    write: async (frame) => { written.push(frame); },
+    media: (msg) => (msg.media ? download.promise : null),
+  });
+  const pn = '5511988887777@s.whatsapp.net';
+  const lid = '123456789012345@lid';
+  /** @param {string} remoteJid @param {string} id @param {string} status */
+  const status = (remoteJid, id, status) => /** @type {any} */ ({ type: 'message_status', key: { remoteJid, fromMe: true, id }, status });
+  // The chat waits for a download; our send is queued behind it.
+  pipeline.push([entry(pn, 'Mslow'), entry(pn, 'Tours')]);
+  // Its receipt came by LID: it must not overtake the message frame in the PN chat's queue.
+  pipeline.pushAfter([status(lid, 'Tours', 'delivered')]);
+  // A receipt for an older message, long written: its own chat's queue (the LID chat is idle).
+  pipeline.pushAfter([status(lid, 'Told', 'read')]);
+  await settle();
+  assert.deepEqual(written.map((f) => f.status ?? f.key.id), ['read']);
+  download.resolve({ path: '/spool/Mslow.jpg', mimetype: 'image/jpeg', size: 1, file_name: null });
+  await pipeline.drain(1000);
+  assert.deepEqual(written.map((f) => `${f.key.id}:${f.status ?? f.type}`), ['Told:read', 'Mslow:message', 'Tours:message', 'Tours:delivered']);
+  for (const frame of written) assert.ok(validateFrame(frame), JSON.stringify(validateFrame.errors));
+
+  // Once written, the message is forgotten: a later status goes by its own key's chat, and a
+  // download held in the PN chat does not hold it.
+  const hold = deferred();
+  const later = createMessagePipeline({ write: async (frame) => { written.push(frame); }, media: () => hold.promise });
+  later.push([entry(pn, 'Mnext')]);
+  later.pushAfter([status(lid, 'Tours', 'read')]);
+  await settle();
+  assert.equal(`${written.at(-1).key.id}:${written.at(-1).status}`, 'Tours:read');
+  hold.resolve(null);
+  await later.drain(1000);
+  assert.equal(written.at(-1).key.id, 'Mnext');
+});
