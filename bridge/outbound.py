@@ -25,7 +25,7 @@ from bridge import attachments, audio
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
 from bridge.errors import SidecarError
-from bridge.ids import is_user_jid, parse_instance_id
+from bridge.ids import InstanceId, is_user_jid, parse_instance_id
 from bridge.sidecar.protocol import (
     MarkReadCommand,
     Quote,
@@ -43,8 +43,10 @@ from bridge.store.outbox import Outbox, OutboxAttachment, OutboxEntry, SentParts
 from bridge.texts import Texts, texts_for
 
 CONSUMER = "serve"  # one serve host today; per-host names come with leases (scaling out)
-# Shorter than redis-py's socket timeout (5 s): a longer block ends in a timeout error.
-_BLOCK_MS = 2000
+# The webhook wakes the consumer when it appends (same process); this poll only catches entries
+# someone else appended. Reads never block in Redis: a blocking XREADGROUP does not give way to
+# cancellation in redis-py, and a stopping instance would wait on it forever.
+_POLL_SECONDS = 2.0
 # `timeout` is not retried: the sidecar may have sent it after all, and a double send to a
 # customer is worse than a note asking the agent to check.
 _RETRYABLE_CODES = {"not_connected", "internal"}
@@ -87,6 +89,10 @@ class Prepared:
     files: tuple[Path, ...]
 
 
+class Finishing(Exception):
+    """The instance is stopping: leave the entry for the next start."""
+
+
 class SendFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -102,15 +108,24 @@ class OutboundSender:
         self._http = http or httpx.AsyncClient()
         self._mappings = AsyncMappingStore(redis)
         self._texts: Texts = texts_for(settings.chatwoot_language)
+        self._runners: dict[InstanceId, InstanceRunner] = {}
+
+    def notify(self, instance_id: InstanceId) -> None:
+        """An entry was appended to this instance's outbox: read it now."""
+        runner = self._runners.get(instance_id)
+        if runner is not None:
+            runner.wakeup.set()
 
     async def consume(self, runner: InstanceRunner) -> None:
-        """Runs while the instance runs; cancelled with it."""
+        """Runs while the instance runs; returns when the runner is finishing."""
         outbox = Outbox(self._redis, runner.instance_id)
         await outbox.ensure_group()
+        self._runners[runner.instance_id] = runner
         pending = True  # first what a previous run read but did not finish
-        while True:
+        while not runner.finishing:
+            runner.wakeup.clear()
             try:
-                entries = await outbox.read(CONSUMER, pending=pending, block_ms=_BLOCK_MS)
+                entries = await outbox.read(CONSUMER, pending=pending)
             except (ConnectionError, OSError, aioredis.RedisError):
                 logger.bind(instance=runner.instance_id).exception("Outbox read failed")
                 await asyncio.sleep(1.0)
@@ -118,11 +133,17 @@ class OutboundSender:
             if pending and not entries:
                 pending = False
                 continue
+            if not entries:
+                await _idle(runner, _POLL_SECONDS)
+                continue
             for entry_id, entry in entries:
-                if entry.action == "revoke":
-                    await self._revoke(runner, entry)
-                else:
-                    await self._deliver(runner, entry)
+                try:
+                    if entry.action == "revoke":
+                        await self._revoke(runner, entry)
+                    else:
+                        await self._deliver(runner, entry)
+                except Finishing:
+                    return  # unacknowledged: the next start reads it again
                 await outbox.done(entry_id)
 
     # --- sending ----------------------------------------------------------------------------
@@ -212,6 +233,8 @@ class OutboundSender:
         deadline = entry.at + self._settings.baileys_send_wait_ms / 1000
         delay = 0.5
         while True:
+            if runner.finishing:
+                raise Finishing()
             remaining = deadline - time.time()
             if remaining <= 0:
                 raise SendFailed(self._texts.reason_not_connected)
@@ -280,3 +303,12 @@ class OutboundSender:
 
 def _revoke_command(jid: str, wa_id: str) -> Callable[[str], SidecarCommand]:
     return lambda cid: RevokeCommand(id=cid, jid=jid, message_id=wa_id)
+
+
+async def _idle(runner: InstanceRunner, seconds: float) -> None:
+    """Until new work, the runner finishing, or the poll interval (sleeps are always cancellable,
+    unlike the waits this replaced)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not runner.wakeup.is_set() and loop.time() < deadline:
+        await asyncio.sleep(0.05)

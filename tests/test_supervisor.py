@@ -204,6 +204,7 @@ async def test_pairing_posts_the_qr_then_announces_the_link(harness_for: Any) ->
     (h.control / f"{INSTANCE}.scanned").touch()
     await h.until(lambda: runner.connection is ConnectionState.OPEN, what="open")
     assert runner.current_qr is None
+    await h.until(lambda: len(h.notes()) == 2, what="the linked note")
     notes = h.notes()
     assert notes[0]["qr"].startswith("2@QR-ONE")
     assert "5511999990000" in notes[-1]["content"] and "qr" not in notes[-1]

@@ -103,6 +103,10 @@ class InstanceRunner:
         self._stop_requested = asyncio.Event()
         self._open = asyncio.Event()
         self._settled = asyncio.Event()  # open, or showing a QR / code: not stuck connecting
+        # Companions (the outbox consumer) watch these: new work, or time to leave. They stop
+        # by themselves; cancelling a task parked in a Redis read does not reliably land.
+        self.wakeup = asyncio.Event()
+        self.finishing = False
         self._task: asyncio.Task[None] | None = None
         self._last_close: ConnectionEvent | None = None
         self._fatal: str | None = None
@@ -158,6 +162,7 @@ class InstanceRunner:
     # --- control --------------------------------------------------------------------------
     def start(self, *, announce_open: bool = False) -> None:
         self._stop_requested.clear()
+        self.finishing = False
         self._announce_open = announce_open
         self._task = asyncio.create_task(self._run(), name=f"instance-{self.instance_id}")
 
@@ -171,11 +176,14 @@ class InstanceRunner:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def wait_open(self, timeout_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self._open.wait(), timeout_s)
-            return True
-        except TimeoutError:
-            return False
+        """True once the connection is open; False after the timeout or when finishing."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self._open.is_set() and not self.finishing:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(remaining, 0.1))
+        return self._open.is_set() and not self.finishing
 
     async def request(self, make: Callable[[str], SidecarCommand]) -> ResultEvent:
         """A command for the open connection (sends, revokes, receipts)."""
@@ -231,9 +239,15 @@ class InstanceRunner:
         finally:
             # The runner object stays registered, so its last state and error stay visible.
             self._set_connection(ConnectionState.CLOSED)
-            for task in companions:
+            self.finishing = True
+            self.wakeup.set()
+            wait_s = self._sup.settings.baileys_stop_wait_ms / 1000
+            _, late = await asyncio.wait(companions, timeout=wait_s) if companions else ((), ())
+            for task in late:  # a last resort, bounded: never hang the runner on it
+                self._log.warning("Companion task did not stop; cancelling it")
                 task.cancel()
-            await asyncio.gather(*companions, return_exceptions=True)
+            if late:
+                await asyncio.wait(late, timeout=1.0)
 
     def _reset_run(self) -> None:
         self._last_close = None

@@ -87,13 +87,12 @@ class Outbox:
                 raise
 
     async def read(
-        self, consumer: str, *, pending: bool, block_ms: int, count: int = 10
+        self, consumer: str, *, pending: bool, count: int = 10
     ) -> list[tuple[str, OutboxEntry]]:
-        """Entries for this consumer: its unacknowledged ones (`pending`), or new ones."""
+        """Entries for this consumer: its unacknowledged ones (`pending`), or new ones. Never
+        blocks in Redis (see outbound.py)."""
         reply: Any = await self._redis.xreadgroup(
-            GROUP, consumer, {self.key: "0" if pending else ">"}, count=count,
-            block=None if pending else block_ms,
-        )
+            GROUP, consumer, {self.key: "0" if pending else ">"}, count=count)
         out: list[tuple[str, OutboxEntry]] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:

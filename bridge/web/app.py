@@ -43,10 +43,10 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
         supervisor = InstanceSupervisor(settings, registry, dispatcher,
                                         project_root=project_root)
         http = httpx.AsyncClient()  # attachments from Chatwoot
-        supervisor.companions.append(
-            OutboundSender(settings, redis_async, dispatcher, http).consume)
+        outbound = OutboundSender(settings, redis_async, dispatcher, http)
+        supervisor.companions.append(outbound.consume)
         services = Services(settings=settings, redis=redis_async, registry=registry,
-                            dispatcher=dispatcher, supervisor=supervisor)
+                            dispatcher=dispatcher, supervisor=supervisor, outbound=outbound)
         app.state.services = services
         await supervisor.resume()
         sweeper = asyncio.create_task(dispatcher.run_sweeper(SWEEP_INTERVAL_SECONDS),
@@ -57,7 +57,13 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
         finally:
             logger.info("Ponte serve is stopping")
             sweeper.cancel()
-            await supervisor.shutdown()
+            # Sidecars get their stop_wait to finish session writes; serve exits within a bound
+            # whatever happens (a sidecar left behind stops on its own at stdin EOF).
+            bound = settings.baileys_stop_wait_ms / 1000 * 2 + 5
+            try:
+                await asyncio.wait_for(supervisor.shutdown(), bound)
+            except TimeoutError:
+                logger.bind(seconds=bound).error("Sidecars did not all stop in time")
             await asyncio.gather(sweeper, return_exceptions=True)
             await http.aclose()
             await redis_async.aclose()

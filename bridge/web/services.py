@@ -12,6 +12,7 @@ from loguru import logger
 
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
+from bridge.outbound import OutboundSender
 from bridge.sidecar.supervisor import InstanceSupervisor
 from bridge.store.registry import Registry
 from bridge.texts import Texts, texts_for
@@ -24,6 +25,7 @@ class Services:
     registry: Registry
     dispatcher: Dispatcher
     supervisor: InstanceSupervisor
+    outbound: OutboundSender
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property

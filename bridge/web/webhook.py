@@ -173,6 +173,7 @@ async def _revoke(services: Services, message: MessageWebhook) -> JSONResponse:
     await Outbox(services.redis, instance_id).append(OutboxEntry(
         account_id=account_id, conversation_id=message.conversation.id,
         cw_message_id=message.id, jid=mapping.chat_jid, at=time.time(), action="revoke"))
+    services.outbound.notify(instance_id)
     return _answer(200, status="queued")
 
 
@@ -243,6 +244,7 @@ async def _relay(services: Services, message: MessageWebhook) -> JSONResponse:
             OutboxAttachment(data_url=a.data_url, file_type=a.file_type or "file",
                              content_type=a.content_type, name=_attachment_name(a.data_url))
             for a in message.attachments if a.data_url)))
+    services.outbound.notify(instance_id)
     logger.bind(instance=instance_id, cw_message_id=message.id,
                 conversation_id=conversation_id).debug("Agent message queued for WhatsApp")
     return _answer(200, status="queued")
