@@ -52,7 +52,8 @@ class MailboxItem:
         return cls(id=uuid.uuid4().hex, kind=ItemKind.NOTE, payload=payload)
 
 
-SCHEDULED_TTL_SECONDS = 60
+# Renewed every few seconds while a drain runs: short, so a killed worker's chat resumes soon.
+SCHEDULED_TTL_SECONDS = 20
 
 # Atomically forget a mailbox that is empty, so a concurrent append cannot be lost from the set.
 # The "scheduled" flag goes with it: until now it told appenders a drain was on its way.
