@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 from loguru import logger
 from starlette.applications import Starlette
-from starlette.routing import Route
 
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
@@ -22,9 +21,8 @@ from bridge.outbound import OutboundSender
 from bridge.sidecar.supervisor import InstanceSupervisor
 from bridge.store import connection
 from bridge.store.registry import Registry
+from bridge.web import status, webhook
 from bridge.web.services import Services
-from bridge.web.status import global_status, healthz
-from bridge.web.webhook import chatwoot_webhook
 
 SWEEP_INTERVAL_SECONDS = 15.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -69,13 +67,5 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
             await redis_async.aclose()
             redis_sync.close()
 
-    return Starlette(
-        routes=[
-            Route("/webhook/chatwoot", chatwoot_webhook, methods=["POST"]),
-            # The original bridge's README documents this path: keep existing Chatwoot setups.
-            Route("/webhook/comando", chatwoot_webhook, methods=["POST"]),
-            Route("/global-status", global_status, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    # Each web module owns its routes; this is the one place that gathers them.
+    return Starlette(routes=[*webhook.ROUTES, *status.ROUTES], lifespan=lifespan)

@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from bridge.jobs.queues import ALL_QUEUES
 from bridge.sidecar.supervisor import ConnectionState, InstanceStatus, ProcessState
@@ -88,3 +89,9 @@ async def global_status(request: Request) -> JSONResponse:
 
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
+
+
+ROUTES = [
+    Route("/global-status", global_status, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

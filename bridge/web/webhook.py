@@ -17,6 +17,7 @@ from loguru import logger
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from bridge.chatwoot.models import MessageWebhook
 from bridge.convert.markdown import signed, to_whatsapp
@@ -248,3 +249,10 @@ async def _relay(services: Services, message: MessageWebhook) -> JSONResponse:
     logger.bind(instance=instance_id, cw_message_id=message.id,
                 conversation_id=conversation_id).debug("Agent message queued for WhatsApp")
     return _answer(200, status="queued")
+
+
+ROUTES = [
+    Route("/webhook/chatwoot", chatwoot_webhook, methods=["POST"]),
+    # The original bridge's README documents this path: keep existing Chatwoot setups.
+    Route("/webhook/comando", chatwoot_webhook, methods=["POST"]),
+]
