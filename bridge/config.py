@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     server_log_format: Literal["text", "json"] = "text"
     server_admin_token: SecretStr | None = None
     server_data_dir: Path = Path("data")
+    # Where Chatwoot reaches Ponte (https://ponte.example.com): the webhook URL of inboxes that
+    # `erga caixa` creates.
+    server_public_url: str | None = None
 
     # --- WhatsApp (Baileys sidecars) --------------------------------------------------------
     baileys_auth_sessions_parent_dir: Path | None = None
@@ -77,6 +80,14 @@ class Settings(BaseSettings):
     baileys_ignore_chats: CommaList = ["status", "newsletter", "broadcast"]
     baileys_stop_wait_ms: int = Field(10_000, ge=100)
     baileys_start_secs: float = Field(10.0, ge=0)
+    # A sidecar that crashes this many times within the window goes FATAL instead of looping.
+    baileys_crash_loop_count: int = Field(5, ge=2)
+    baileys_crash_loop_minutes: float = Field(10.0, gt=0)
+    # Restart a sidecar above this RSS (MB) at a quiet moment, session kept; 0 turns it off.
+    baileys_max_rss_mb: int = Field(600, ge=0)
+    baileys_rss_check_seconds: float = Field(30.0, gt=0)
+    # One live sidecar per identity across every `ponte serve` sharing this Redis.
+    baileys_lease_ms: int = Field(30_000, ge=3000)
     baileys_send_wait_ms: int = Field(300_000, ge=1000)
 
     # --- Chatwoot ---------------------------------------------------------------------------
@@ -154,7 +165,7 @@ class Settings(BaseSettings):
         # .env files cannot hold a raw newline: "\n" written there means one.
         return value.replace("\\n", "\n") if isinstance(value, str) else value
 
-    @field_validator("chatwoot_base_url", "redis_url", mode="before")
+    @field_validator("chatwoot_base_url", "redis_url", "server_public_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

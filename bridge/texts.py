@@ -38,6 +38,24 @@ class Texts:
     reason_attachment_too_large: str
     reason_attachment_unavailable: str
     revoke_failed: str
+    confirm_relink: str
+    nothing_to_confirm: str
+    status_line: str
+    status_none: str
+    list_header: str
+    list_empty: str
+    help: str
+    stopped: str
+    started: str
+    restarted: str
+    logged_out_by_request: str
+    not_found: str
+    crash_loop: str
+    inbox_created: str
+    inbox_failed: str
+    agent_invited: str
+    agent_failed: str
+    public_url_missing: str
     unreadable_message: str
     # Names of message kinds, shown in placeholders and quote excerpts.
     kind_image: str
@@ -113,6 +131,41 @@ PT_BR = Texts(
     reason_attachment_too_large="o anexo é grande demais para enviar",
     reason_attachment_unavailable="o anexo não pôde ser baixado do Chatwoot",
     revoke_failed="⚠️ A mensagem não foi apagada no WhatsApp: {reason}",
+    confirm_relink="O número {number} está conectado à caixa {inbox}. Para desconectá-lo e ligar "
+    "outro número, envie `{keyword} confirmar` nos próximos 5 minutos.",
+    nothing_to_confirm="Não há nada a confirmar para a caixa {inbox}.",
+    status_line="{inbox}: {state}{number}{uptime}; fila: {queue}; último erro: {error}",
+    status_none="A caixa {inbox} não tem WhatsApp ligado. Envie `{keyword}` para ligar um número.",
+    list_header="Números de WhatsApp desta conta:",
+    list_empty="Nenhum número de WhatsApp ligado nesta conta.",
+    help="Comandos (`{keyword} ...`):\n"
+    "• `{keyword}` liga um número a esta caixa (QR Code)\n"
+    "• `{keyword} pair <telefone>` liga por código de pareamento\n"
+    "• `{keyword} status` estado desta caixa\n"
+    "• `{keyword} list` todos os números da conta\n"
+    "• `{keyword} stop` / `{keyword} start` pausa / retoma (a sessão é mantida)\n"
+    "• `{keyword} restart` reinicia a conexão\n"
+    "• `{keyword} logout` desliga o número e apaga a sessão\n"
+    "• `{keyword} caixa <nome>` cria uma caixa de API ligada ao Ponte\n"
+    "• `{keyword} agente <email> <nome>` convida um agente\n"
+    "Os comandos `status`, `stop`, `start`, `restart` e `logout` aceitam o id de outra caixa.",
+    stopped="A conexão do WhatsApp da caixa {inbox} foi pausada. A sessão foi mantida; envie "
+    "`{keyword} start` para retomar.",
+    started="Retomando a conexão do WhatsApp da caixa {inbox}.",
+    restarted="Reiniciando a conexão do WhatsApp da caixa {inbox}.",
+    logged_out_by_request="O WhatsApp {number} foi desligado da caixa {inbox} e a sessão foi "
+    "apagada.",
+    not_found="A caixa {inbox} não tem WhatsApp ligado.",
+    crash_loop="A conexão do WhatsApp da caixa {inbox} caiu {count} vezes em {minutes} minutos e "
+    "foi parada (erro: {reason}). Verifique os logs e envie `{keyword} start` para tentar de "
+    "novo.",
+    inbox_created="Caixa {inbox} criada (id {inbox_id}) com o webhook do Ponte. Iniciando a "
+    "ligação de um número a ela.",
+    inbox_failed="A caixa não pôde ser criada: {reason}",
+    agent_invited="Convite enviado para {email} ({name}).",
+    agent_failed="O convite para {email} não pôde ser enviado: {reason}",
+    public_url_missing="Para criar caixas, configure SERVER_PUBLIC_URL com o endereço em que o "
+    "Chatwoot alcança o Ponte.",
     unreadable_message="[Mensagem do tipo {kind} recebida no WhatsApp, mas não foi possível "
     "lê-la aqui. Veja no celular.]",
     kind_image="📷 Foto",
@@ -192,6 +245,41 @@ EN = Texts(
     reason_attachment_too_large="the attachment is too large to send",
     reason_attachment_unavailable="the attachment could not be downloaded from Chatwoot",
     revoke_failed="⚠️ The message was not deleted on WhatsApp: {reason}",
+    confirm_relink="Number {number} is connected to inbox {inbox}. To unlink it and link another "
+    "number, send `{keyword} confirmar` within 5 minutes.",
+    nothing_to_confirm="There is nothing to confirm for inbox {inbox}.",
+    status_line="{inbox}: {state}{number}{uptime}; queue: {queue}; last error: {error}",
+    status_none="Inbox {inbox} has no WhatsApp number. Send `{keyword}` to link one.",
+    list_header="WhatsApp numbers of this account:",
+    list_empty="No WhatsApp number is linked in this account.",
+    help="Commands (`{keyword} ...`):\n"
+    "• `{keyword}` links a number to this inbox (QR code)\n"
+    "• `{keyword} pair <phone>` links by pairing code\n"
+    "• `{keyword} status` state of this inbox\n"
+    "• `{keyword} list` every number of the account\n"
+    "• `{keyword} stop` / `{keyword} start` pause / resume (the session is kept)\n"
+    "• `{keyword} restart` restarts the connection\n"
+    "• `{keyword} logout` unlinks the number and wipes the session\n"
+    "• `{keyword} caixa <name>` creates an API inbox wired to Ponte\n"
+    "• `{keyword} agente <email> <name>` invites an agent\n"
+    "`status`, `stop`, `start`, `restart` and `logout` accept another inbox's id.",
+    stopped="The WhatsApp connection of inbox {inbox} is paused. The session is kept; send "
+    "`{keyword} start` to resume.",
+    started="Resuming the WhatsApp connection of inbox {inbox}.",
+    restarted="Restarting the WhatsApp connection of inbox {inbox}.",
+    logged_out_by_request="WhatsApp {number} was unlinked from inbox {inbox} and its session was "
+    "wiped.",
+    not_found="Inbox {inbox} has no WhatsApp number.",
+    crash_loop="The WhatsApp connection of inbox {inbox} failed {count} times in {minutes} "
+    "minutes and was stopped (error: {reason}). Check the logs and send `{keyword} start` to "
+    "try again.",
+    inbox_created="Inbox {inbox} created (id {inbox_id}) with Ponte's webhook. Starting to link a "
+    "number to it.",
+    inbox_failed="The inbox could not be created: {reason}",
+    agent_invited="Invitation sent to {email} ({name}).",
+    agent_failed="The invitation to {email} could not be sent: {reason}",
+    public_url_missing="To create inboxes, set SERVER_PUBLIC_URL to the address at which Chatwoot "
+    "reaches Ponte.",
     unreadable_message="[A {kind} message arrived on WhatsApp but could not be read here. "
     "See it on the phone.]",
     kind_image="📷 Photo",
@@ -247,3 +335,20 @@ def texts_for(language: Language) -> Texts:
 
 def sentence_names() -> list[str]:
     return [f.name for f in fields(Texts)]
+
+
+_STATE_NAMES: dict[str, dict[str, str]] = {
+    "pt_BR": {"open": "conectado", "qr_pending": "aguardando a leitura do QR Code",
+              "connecting": "conectando", "disconnected": "desconectado",
+              "reconnecting": "reconectando", "stopping": "parando", "stopped": "parado",
+              "qr_limit_reached": "limite de QR Codes atingido", "fatal": "parado por erro"},
+    "en": {"open": "connected", "qr_pending": "waiting for the QR code to be scanned",
+           "connecting": "connecting", "disconnected": "disconnected",
+           "reconnecting": "reconnecting", "stopping": "stopping", "stopped": "stopped",
+           "qr_limit_reached": "QR code limit reached", "fatal": "stopped by an error"},
+}
+
+
+def state_name(language: Language, state: str) -> str:
+    """An instance's state (as /global-status words it) in the notes' language."""
+    return _STATE_NAMES[language].get(state, state)

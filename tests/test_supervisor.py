@@ -270,3 +270,57 @@ async def test_echoes_of_our_own_sends_never_reach_a_mailbox(harness_for: Any,
     runner = await h.supervisor.start(INSTANCE)
     await h.until(lambda: runner.current_qr == "2@marker", what="the script's last frame")
     assert h.sync.keys("ponte:mailbox:wa:*") == []
+
+
+# --- issue 6: lifecycle guards ------------------------------------------------------------
+async def test_a_crash_loop_goes_fatal_and_tells_the_operator(harness_for: Any) -> None:
+    h = await harness_for("crash", baileys_reconnect_delay_ms=100,
+                          baileys_crash_loop_count=3, baileys_crash_loop_minutes=1)
+    await h.supervisor.start(INSTANCE)
+    await h.until(lambda: h.state() is ProcessState.FATAL, timeout=15, what="fatal")
+    await h.until(lambda: h.notes(), what="the note")
+    assert h.runs() == 3
+    assert "3 vezes em 1 minutos" in h.notes()[-1]["content"]
+    record = await h.registry.get(INSTANCE)
+    assert record is not None and record.desired is Desired.STOPPED
+    await asyncio.sleep(0.5)
+    assert h.runs() == 3  # stays down
+
+
+async def test_a_sidecar_over_its_memory_limit_is_restarted_with_its_session(
+        harness_for: Any) -> None:
+    h = await harness_for("linked", baileys_max_rss_mb=1, baileys_rss_check_seconds=0.3)
+    runner = await h.supervisor.start(INSTANCE)
+    await h.until(lambda: h.runs() >= 2, timeout=15, what="a restart")
+    await h.until(lambda: runner.connection is ConnectionState.OPEN, what="open again")
+    assert "memory: RSS" in (runner.last_restart or "")
+    assert [c["type"] for c in h.commands()][:1] == ["shutdown"]  # an orderly stop
+    record = await h.registry.get(INSTANCE)
+    assert record is not None and record.linked and record.desired is Desired.RUNNING
+
+
+async def test_one_identity_never_runs_in_two_serves(harness_for: Any,
+                                                   make_settings: SettingsFactory,
+                                                   redis_url: str, tmp_path: Path) -> None:
+    h = await harness_for("linked", baileys_lease_ms=3000)
+    first = await h.supervisor.start(INSTANCE)
+    await h.until(lambda: first.connection is ConnectionState.OPEN, what="open")
+    # A second `ponte serve` on the same Redis tries to run the same number.
+    command = scripted_sidecar_command(h.control, "linked")
+    settings = make_settings(baileys_lease_ms=3000, baileys_sidecar_command=command)
+    ra, rs = aioredis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
+    other = InstanceSupervisor(settings, Registry(ra), Dispatcher(ra, rs), project_root=ROOT)
+    try:
+        second = await other.start(INSTANCE)
+        await h.until(lambda: (second.last_error or "").startswith("running on another host"),
+                      what="the second serve to wait")
+        assert h.runs() == 1 and second.state is ProcessState.BACKOFF
+        # The first host goes away: the number moves once its lease is released.
+        await h.supervisor.shutdown()
+        await h.until(lambda: second.connection is ConnectionState.OPEN, timeout=15,
+                      what="the second serve to take over")
+        assert h.runs() == 2
+    finally:
+        await other.shutdown()
+        await ra.aclose()
+        rs.close()

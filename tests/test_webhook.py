@@ -209,10 +209,11 @@ def test_a_customer_writing_the_keyword_is_just_a_customer(hook: Hook) -> None:
     assert hook.notes() == []
 
 
-def test_bad_command_arguments_get_the_usage(hook: Hook) -> None:
-    assert hook.post(payload("erga caixa-sete")).json()["outcome"] == "usage"
-    wait_for(lambda: hook.notes(), message="usage note")
-    assert "Uso:" in hook.notes()[0]
+def test_unknown_subcommands_get_help_and_bad_arguments_the_usage(hook: Hook) -> None:
+    assert hook.post(payload("erga caixa-sete", message_id=1)).json()["outcome"] == "help"
+    assert hook.post(payload("erga 7 conta-um", message_id=2)).json()["outcome"] == "usage"
+    wait_for(lambda: len(hook.notes()) == 2, message="two notes")
+    assert "erga status" in hook.notes()[0] and "Uso:" in hook.notes()[1]
 
 
 # --- relaying agent messages ----------------------------------------------------------------

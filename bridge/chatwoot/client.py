@@ -87,6 +87,21 @@ class ChatwootClient:
         result: dict[str, Any] = self._json("GET", path, read=True)
         return result
 
+    def create_api_inbox(self, account_id: int, name: str, webhook_url: str) -> dict[str, Any]:
+        """An API-channel inbox whose webhook is `webhook_url`; an admin token gets its
+        `secret` back (Chatwoot >= 4.13 signs that inbox's webhooks with it)."""
+        result: dict[str, Any] = self._json(
+            "POST", f"{self._account(account_id)}/inboxes",
+            json={"name": name, "channel": {"type": "api", "webhook_url": webhook_url}})
+        return result
+
+    def invite_agent(self, account_id: int, *, email: str, name: str,
+                     role: str = "agent") -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "POST", f"{self._account(account_id)}/agents",
+            json={"email": email, "name": name, "role": role})
+        return result
+
     # --- contacts -------------------------------------------------------------------------
     def contact_by_source_id(self, account_id: int, inbox_id: int,
                              source_id: str) -> dict[str, Any] | None:

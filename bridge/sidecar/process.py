@@ -90,6 +90,11 @@ class SidecarProcess:
         return self._proc.pid
 
     @property
+    def busy(self) -> bool:
+        """A command is waiting for its answer."""
+        return bool(self._pending)
+
+    @property
     def returncode(self) -> int | None:
         return self._proc.returncode
 

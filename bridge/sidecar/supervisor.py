@@ -12,7 +12,10 @@ import asyncio
 import os
 import random
 import shutil
+import socket
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from redis.exceptions import RedisError
 
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
 from bridge.errors import ProtocolError, SidecarUnavailable
 from bridge.ids import InstanceId, normalize_jid, phone_from_jid
 from bridge.sidecar import policy
+from bridge.sidecar.lease import Lease
 from bridge.sidecar.process import SidecarProcess, sidecar_env
 from bridge.sidecar.protocol import (
     PROTOCOL_VERSION,
@@ -107,6 +112,13 @@ class InstanceRunner:
         # by themselves; cancelling a task parked in a Redis read does not reliably land.
         self.wakeup = asyncio.Event()
         self.finishing = False
+        self.logout_requested = False  # an operator asked: the 401 that follows is expected
+        self.last_event_at: float | None = None  # when the sidecar last said anything
+        self._crashes: deque[float] = deque()
+        self._restart_now: str | None = None  # why we stopped it to start it again at once
+        self.last_restart: str | None = None  # the last deliberate restart, for operators
+        self._lease = Lease(supervisor.registry.redis, instance_id, supervisor.host_id,
+                            supervisor.settings.baileys_lease_ms)
         self._task: asyncio.Task[None] | None = None
         self._last_close: ConnectionEvent | None = None
         self._fatal: str | None = None
@@ -209,6 +221,14 @@ class InstanceRunner:
         try:
             while not self._stop_requested.is_set():
                 self._reset_run()
+                holder = await self._lease.acquire()
+                if holder is not None:
+                    # Another `ponte serve` runs this number: two sidecars on one identity would
+                    # fight (440) and corrupt its sessions. Wait; take over when its lease ends.
+                    self.last_error = f"running on another host ({holder})"
+                    self.transition(ProcessState.BACKOFF)
+                    await self._pause(self._sup.settings.baileys_lease_ms / 1000)
+                    continue
                 self.transition(ProcessState.STARTING)
                 started = time.monotonic()
                 code = await self._spawn_and_wait()
@@ -227,10 +247,7 @@ class InstanceRunner:
                     self.transition(ProcessState.BACKOFF)
                     self._log.bind(delay_s=round(delay, 2), attempt=failures).info(
                         "Sidecar will start again after a backoff")
-                    try:
-                        await asyncio.wait_for(self._stop_requested.wait(), delay)
-                    except TimeoutError:
-                        pass
+                    await self._pause(delay)
             self.transition(ProcessState.STOPPED)
         except Exception as err:  # the runner must never die silently
             self._log.exception("Instance runner crashed")
@@ -239,6 +256,7 @@ class InstanceRunner:
         finally:
             # The runner object stays registered, so its last state and error stay visible.
             self._set_connection(ConnectionState.CLOSED)
+            await self._lease.release()
             self.finishing = True
             self.wakeup.set()
             wait_s = self._sup.settings.baileys_stop_wait_ms / 1000
@@ -249,7 +267,24 @@ class InstanceRunner:
             if late:
                 await asyncio.wait(late, timeout=1.0)
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait, unless a stop is requested first."""
+        try:
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def _crash_loop(self) -> bool:
+        """N crashes within M minutes: stop restarting (supervisord's FATAL)."""
+        settings = self._sup.settings
+        now = time.monotonic()
+        self._crashes.append(now)
+        while self._crashes and now - self._crashes[0] > settings.baileys_crash_loop_minutes * 60:
+            self._crashes.popleft()
+        return len(self._crashes) >= settings.baileys_crash_loop_count
+
     def _reset_run(self) -> None:
+        self._restart_now = None
         self._last_close = None
         self._fatal = None
         self._policy_stop = None
@@ -296,11 +331,14 @@ class InstanceRunner:
             return -1
         self._log.bind(pid=self.process.pid).info("Sidecar started")
         self._settled.clear()
-        watchdog = asyncio.create_task(self._watch_connecting(self.process))
+        watchdogs = [asyncio.create_task(self._watch_connecting(self.process)),
+                     asyncio.create_task(self._watch_memory(self.process)),
+                     asyncio.create_task(self._keep_lease(self.process))]
         try:
             code = await self.process.wait()
         finally:
-            watchdog.cancel()
+            for task in watchdogs:
+                task.cancel()
         self._log.bind(exit_code=code).info("Sidecar ended")
         return code
 
@@ -316,6 +354,42 @@ class InstanceRunner:
             self._log.bind(seconds=limit).warning("Sidecar stuck connecting; restarting it")
             await process.stop(self._sup.settings.baileys_stop_wait_ms / 1000)
 
+    async def _watch_memory(self, process: SidecarProcess) -> None:
+        """Baileys has open leak reports: past BAILEYS_MAX_RSS_MB, restart the sidecar (same
+        session, no backoff) at a quiet moment: no frame for a while, no command in flight."""
+        settings = self._sup.settings
+        if not settings.baileys_max_rss_mb:
+            return
+        limit = settings.baileys_max_rss_mb * 1024 * 1024
+        while True:
+            await asyncio.sleep(settings.baileys_rss_check_seconds)
+            rss = process.rss_bytes() or 0
+            # Quiet: nothing heard for two check intervals, and no command waiting.
+            silence = 2 * settings.baileys_rss_check_seconds
+            quiet = (self.last_event_at is None or time.time() - self.last_event_at > silence) \
+                and not process.busy
+            if rss > limit and quiet and self.connection is ConnectionState.OPEN:
+                self._restart_now = f"memory: RSS {rss // 2**20} MB"
+                self._log.bind(rss_mb=rss // 2**20).warning("Sidecar over its memory limit; "
+                                                            "restarting it")
+                await process.stop(settings.baileys_stop_wait_ms / 1000)
+                return
+
+    async def _keep_lease(self, process: SidecarProcess) -> None:
+        """Renew the lease while the sidecar lives; losing it means another host took the
+        number (our Redis link was down too long): stop, rather than run it twice."""
+        every = self._sup.settings.baileys_lease_ms / 3000
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if await self._lease.renew():
+                    continue
+            except (ConnectionError, OSError, RedisError):
+                continue  # Redis hiccup: the lease has two more renewals of slack
+            self._log.error("Lost the instance lease; stopping the sidecar")
+            await process.stop(self._sup.settings.baileys_stop_wait_ms / 1000)
+            return
+
     async def _decide(self, code: int) -> policy.Action | None:
         """After an unrequested end: the next action, or None when the runner must end."""
         if self._fatal is not None or code == EXIT_FATAL:
@@ -326,15 +400,22 @@ class InstanceRunner:
         if self._policy_stop is not None:
             self.transition(ProcessState.EXITED)
             return None
+        if self._restart_now is not None:
+            self.last_restart = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {self._restart_now}"
+            return policy.Action.RECONNECT_NOW
         close = self._last_close
         if close is None:  # ended without telling why: a crash
             self.last_error = f"sidecar crashed (exit status {code})"
             self._log.bind(exit_code=code).warning("Sidecar crashed")
+            if self._crash_loop():
+                self.transition(ProcessState.FATAL)
+                await self._sup.crash_loop(self.instance_id, self.last_error)
+                return None
             return policy.Action.BACKOFF
         action = policy.action_for(close.status_code, close.reason)
         if action is policy.Action.WIPE_AND_STOP:
             self.transition(ProcessState.EXITED)
-            await self._sup.logged_out(self.instance_id)
+            await self._sup.logged_out(self.instance_id, requested=self.logout_requested)
             return None
         if action is policy.Action.STOP:
             self.transition(ProcessState.EXITED)
@@ -347,6 +428,7 @@ class InstanceRunner:
         self._sup.count_protocol_error(self.instance_id)
 
     async def _on_event(self, event: SidecarEvent) -> None:
+        self.last_event_at = time.time()
         if isinstance(event, MessageEvent):
             await self._sup.dispatcher.wa_message(self.instance_id, event)
         elif isinstance(event, LidMappingEvent):
@@ -456,6 +538,7 @@ class InstanceSupervisor:
         self.protocol_errors: dict[InstanceId, int] = {}  # lines that were not frames
         self.started_at = time.time()
         self.stopping = False
+        self.host_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # Tasks that live as long as an instance runs (its outbox consumer).
         self.companions: list[Callable[[InstanceRunner], Coroutine[Any, Any, None]]] = []
 
@@ -534,19 +617,31 @@ class InstanceSupervisor:
         await self.dispatcher.note(record.notify_account_id, record.notify_conversation_id,
                                    content, qr=qr)
 
-    async def logged_out(self, instance_id: InstanceId) -> None:
-        """401: the phone unlinked us. The session is void: wipe it and tell the operator."""
+    async def logged_out(self, instance_id: InstanceId, *, requested: bool = False) -> None:
+        """401: the phone unlinked us (or an operator logged out). The session is void: wipe it,
+        and tell the operator unless they asked for it (then they get their own answer)."""
         shutil.rmtree(self.session_dir(instance_id), ignore_errors=True)
         before = await self.registry.get(instance_id)
         record = await self.registry.update(
             instance_id, linked=False, desired=Desired.STOPPED, wa_jid=None, lid=None,
             last_error="logged out from the phone")
-        logger.bind(instance=instance_id).warning("Logged out; session wiped")
-        if record is not None:
+        logger.bind(instance=instance_id, requested=requested).warning("Logged out; session wiped")
+        if record is not None and not requested:
             number = phone_from_jid(before.wa_jid) if before and before.wa_jid else None
             await self.notify(record, self.texts.logged_out.format(
                 number=number or record.label(),
                 keyword=self.settings.webhook_command_keyword))
+
+    async def crash_loop(self, instance_id: InstanceId, reason: str) -> None:
+        settings = self.settings
+        record = await self.registry.update(instance_id, desired=Desired.STOPPED,
+                                            last_error=f"crash loop: {reason}")
+        logger.bind(instance=instance_id).error("Sidecar crash loop; instance stopped")
+        if record is not None:
+            await self.notify(record, self.texts.crash_loop.format(
+                inbox=record.label(), count=settings.baileys_crash_loop_count,
+                minutes=f"{settings.baileys_crash_loop_minutes:g}", reason=reason,
+                keyword=settings.webhook_command_keyword))
 
     async def stopped_by_policy(self, instance_id: InstanceId, reason: str) -> None:
         record = await self.registry.update(instance_id, desired=Desired.STOPPED,

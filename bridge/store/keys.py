@@ -12,6 +12,9 @@ INSTANCES = f"{PREFIX}:instances"
 MAILBOXES_PENDING = f"{PREFIX}:mailboxes:pending"
 """Set of mailbox keys that may hold items; the sweeper re-schedules the ones nobody drains."""
 
+INBOX_SECRETS = f"{PREFIX}:inbox-secrets"
+"""Hash inbox id -> webhook secret of inboxes Ponte created (`erga caixa`), for verification."""
+
 FAILED = f"{PREFIX}:failed"
 """List (newest first) of items that failed for good, as JSON, for operators."""
 
@@ -104,6 +107,16 @@ def early_status(instance_id: InstanceId, wa_message_id: str) -> str:
 def unread(instance_id: InstanceId, chat_jid: str) -> str:
     """List: ids of the customer's messages not yet marked read on WhatsApp."""
     return f"{PREFIX}:unread:{instance_id}:{chat_jid}"
+
+
+def lease(instance_id: InstanceId) -> str:
+    """String: the `ponte serve` host that runs this instance's sidecar (renewed, expiring)."""
+    return f"{PREFIX}:lease:{instance_id}"
+
+
+def confirmation(instance_id: InstanceId) -> str:
+    """Flag: an operator asked to re-link a healthy number; `erga confirmar` may follow."""
+    return f"{PREFIX}:confirm:{instance_id}"
 
 
 def outbox(instance_id: InstanceId) -> str:

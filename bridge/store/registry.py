@@ -96,6 +96,10 @@ class Registry:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
     async def get(self, instance_id: InstanceId) -> InstanceRecord | None:
         raw = await self._redis.hgetall(keys.instance(instance_id))
         return _decode(raw) if raw else None

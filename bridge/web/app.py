@@ -15,6 +15,7 @@ import httpx
 from loguru import logger
 from starlette.applications import Starlette
 
+from bridge.chatwoot.client import ChatwootClient
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
 from bridge.outbound import OutboundSender
@@ -43,8 +44,11 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
         http = httpx.AsyncClient()  # attachments from Chatwoot
         outbound = OutboundSender(settings, redis_async, dispatcher, http)
         supervisor.companions.append(outbound.consume)
+        chatwoot = ChatwootClient(settings.chatwoot_url, settings.chatwoot_token,
+                                  timeout_s=settings.chatwoot_api_timeout / 1000)
         services = Services(settings=settings, redis=redis_async, registry=registry,
-                            dispatcher=dispatcher, supervisor=supervisor, outbound=outbound)
+                            dispatcher=dispatcher, supervisor=supervisor, outbound=outbound,
+                            chatwoot=chatwoot)
         app.state.services = services
         await supervisor.resume()
         sweeper = asyncio.create_task(dispatcher.run_sweeper(SWEEP_INTERVAL_SECONDS),
@@ -64,6 +68,7 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
                 logger.bind(seconds=bound).error("Sidecars did not all stop in time")
             await asyncio.gather(sweeper, return_exceptions=True)
             await http.aclose()
+            chatwoot.close()
             await redis_async.aclose()
             redis_sync.close()
 

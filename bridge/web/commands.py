@@ -1,25 +1,32 @@
-"""Agent commands typed in Chatwoot: `erga [inbox_id] [account_id]` links a number by QR code,
-`erga pair <phone>` links this conversation's inbox by pairing code (the phone may be written
-with spaces, so it takes the rest of the line).
+"""Agent commands typed in Chatwoot: `erga`, and `erga <subcommand> ...` (see `texts.help`).
 
 A command is the keyword (`WEBHOOK_COMMAND_KEYWORD`) as the first word of a message. It counts
 from an agent listed by id or e-mail (`WEBHOOK_AUTHORIZED_AGENT_IDS` / `_EMAILS`; a display
 name can be changed by anyone, so names do not count), or from a contact whose phone number is in
 `WEBHOOK_AUTHORIZED_PHONE_NUMBERS` (an operator writing from WhatsApp). A command is never
-relayed to WhatsApp. Every use is audited in the log.
+relayed to WhatsApp. Every use is audited in the log. Answers are private notes in the
+conversation where it was typed; they never wait on WhatsApp or on Chatwoot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import quote
 
 from loguru import logger
 
 from bridge.chatwoot.models import MessageWebhook
-from bridge.ids import make_instance_id, normalize_phone, phone_from_jid
-from bridge.sidecar.supervisor import ConnectionState
-from bridge.store.registry import Desired, InstanceRecord
+from bridge.errors import ChatwootError
+from bridge.ids import InstanceId, make_instance_id, normalize_phone
+from bridge.operations import InstanceView, Operations
+from bridge.store import keys
+from bridge.texts import state_name
 from bridge.web.services import Services
+
+CONFIRM_SECONDS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,188 @@ def is_authorized(services: Services, message: MessageWebhook) -> bool:
     return False
 
 
+class _Run:
+    """One command being handled: where it came from and how to answer."""
+
+    def __init__(self, services: Services, message: MessageWebhook, args: tuple[str, ...]):
+        self.s = services
+        self.m = message
+        self.args = args
+        self.ops = Operations(services)
+        self.texts = services.texts
+        self.keyword = services.settings.webhook_command_keyword
+
+    async def note(self, text: str) -> None:
+        await self.s.dispatcher.note(self.m.account.id, self.m.conversation.id, text)
+
+    def here(self) -> InstanceId:
+        return make_instance_id(self.m.account.id, self.m.inbox.id)
+
+    def target(self) -> InstanceId:
+        """This conversation's inbox, or the inbox id given as the argument."""
+        if self.args:
+            return make_instance_id(self.m.account.id, int(self.args[0]))
+        return self.here()
+
+    def line(self, view: InstanceView) -> str:
+        uptime = ""
+        if view.uptime_seconds and view.state == "open":
+            minutes = int(view.uptime_seconds // 60)
+            uptime = f", {minutes // 60}h{minutes % 60:02d}"
+        return self.texts.status_line.format(
+            inbox=view.label, state=state_name(self.s.settings.chatwoot_language, view.state),
+            number=f" ({view.number})" if view.number else "", uptime=uptime, queue=view.queue,
+            error=view.last_error or "-")
+
+
+Handler = Callable[[_Run], Awaitable[str]]
+
+
+async def _link(run: _Run, *, pairing_phone: str | None = None,
+                args: tuple[str, ...] | None = None) -> str:
+    args = run.args if args is None else args
+    inbox_id = int(args[0]) if args else run.m.inbox.id
+    account_id = int(args[1]) if len(args) > 1 else run.m.account.id
+    instance_id = make_instance_id(account_id, inbox_id)
+    outcome = await run.ops.link(
+        account_id, inbox_id, pairing_phone=pairing_phone,
+        inbox_name=run.m.inbox.name if inbox_id == run.m.inbox.id else None,
+        notify=(run.m.account.id, run.m.conversation.id))
+    view = await run.ops.view(instance_id)
+    label = view.label if view else f"#{inbox_id}"
+    if outcome == "already_linked":
+        # A second `erga` must not log out a healthy number by accident: ask first.
+        await run.s.redis.set(keys.confirmation(instance_id), json.dumps(
+            {"conversation_id": run.m.conversation.id}), ex=CONFIRM_SECONDS)
+        await run.note(run.texts.confirm_relink.format(
+            number=view.number if view else "?", inbox=label, keyword=run.keyword))
+    elif outcome == "resuming":
+        await run.note(run.texts.started.format(inbox=label))
+    else:
+        await run.note(run.texts.linking_started.format(inbox=label))
+    return outcome
+
+
+async def _pair(run: _Run) -> str:
+    if not run.args:
+        raise ValueError("pair needs a phone number")
+    # The phone may be written with spaces, so it takes the rest of the line.
+    phone = normalize_phone("".join(run.args)).lstrip("+")
+    return await _link(run, pairing_phone=phone, args=())
+
+
+async def _confirm(run: _Run) -> str:
+    instance_id = run.target()
+    view = await run.ops.view(instance_id)
+    if not await run.s.redis.getdel(keys.confirmation(instance_id)) or view is None:
+        await run.note(run.texts.nothing_to_confirm.format(
+            inbox=view.label if view else f"#{instance_id}"))
+        return "nothing_to_confirm"
+    await run.ops.link(view.account_id, view.inbox_id, replace_number=True,
+                       notify=(run.m.account.id, run.m.conversation.id))
+    await run.note(run.texts.linking_started.format(inbox=view.label))
+    return "relinking"
+
+
+async def _status(run: _Run) -> str:
+    view = await run.ops.view(run.target())
+    if view is None:
+        await run.note(run.texts.status_none.format(inbox=f"#{run.target()}",
+                                                    keyword=run.keyword))
+        return "not_found"
+    await run.note(run.line(view))
+    return "status"
+
+
+async def _list(run: _Run) -> str:
+    views = await run.ops.views(run.m.account.id)
+    await run.note("\n".join([run.texts.list_header, *(f"• {run.line(v)}" for v in views)])
+                   if views else run.texts.list_empty)
+    return "list"
+
+
+def _steer(action: str, sentence: str) -> Handler:
+    async def handle(run: _Run) -> str:
+        instance_id = run.target()
+        view = await run.ops.view(instance_id)
+        done = await getattr(run.ops, action)(instance_id) if view else False
+        if not done or view is None:
+            await run.note(run.texts.not_found.format(inbox=f"#{instance_id}"))
+            return "not_found"
+        if sentence:
+            await run.note(getattr(run.texts, sentence).format(inbox=view.label,
+                                                               keyword=run.keyword))
+        return action
+
+    return handle
+
+
+async def _inbox(run: _Run) -> str:
+    """`erga caixa <name>`: an API inbox wired to Ponte, then a number linked to it."""
+    name = " ".join(run.args).strip()
+    if not name:
+        raise ValueError("caixa needs a name")
+    public = run.s.settings.server_public_url
+    if not public:
+        await run.note(run.texts.public_url_missing)
+        return "public_url_missing"
+    url = public.rstrip("/") + "/webhook/chatwoot"
+    if run.s.settings.webhook_token is not None:
+        url += "?token=" + quote(run.s.settings.webhook_token.get_secret_value(), safe="")
+
+    async def go() -> None:
+        try:
+            inbox = await asyncio.to_thread(run.s.chatwoot.create_api_inbox,
+                                            run.m.account.id, name, url)
+        except ChatwootError as err:
+            await run.note(run.texts.inbox_failed.format(reason=str(err)))
+            return
+        if inbox.get("secret"):  # Chatwoot >= 4.13 signs this inbox's webhooks with it
+            await run.s.redis.hset(keys.INBOX_SECRETS, str(inbox["id"]), inbox["secret"])
+        await run.ops.link(run.m.account.id, int(inbox["id"]), inbox_name=name,
+                           notify=(run.m.account.id, run.m.conversation.id))
+        await run.note(run.texts.inbox_created.format(inbox=name, inbox_id=inbox["id"]))
+
+    run.s.background(go(), name="create-inbox")
+    return "creating_inbox"
+
+
+async def _agent(run: _Run) -> str:
+    """`erga agente <email> <name>`: invite an agent to this account."""
+    if len(run.args) < 2 or "@" not in run.args[0]:
+        raise ValueError("agente needs an e-mail and a name")
+    email, name = run.args[0], " ".join(run.args[1:])
+
+    async def go() -> None:
+        try:
+            await asyncio.to_thread(run.s.chatwoot.invite_agent, run.m.account.id,
+                                    email=email, name=name)
+        except ChatwootError as err:
+            await run.note(run.texts.agent_failed.format(email=email, reason=str(err)))
+            return
+        await run.note(run.texts.agent_invited.format(email=email, name=name))
+
+    run.s.background(go(), name="invite-agent")
+    return "inviting_agent"
+
+
+async def _help(run: _Run) -> str:
+    await run.note(run.texts.help.format(keyword=run.keyword))
+    return "help"
+
+
+SUBCOMMANDS: dict[str, Handler] = {
+    "pair": _pair, "confirmar": _confirm, "confirm": _confirm,
+    "status": _status, "list": _list, "lista": _list, "listar": _list,
+    "stop": _steer("stop", "stopped"), "parar": _steer("stop", "stopped"),
+    "start": _steer("start", "started"), "iniciar": _steer("start", "started"),
+    "restart": _steer("restart", "restarted"), "reiniciar": _steer("restart", "restarted"),
+    "logout": _steer("logout", ""), "sair": _steer("logout", ""),
+    "caixa": _inbox, "inbox": _inbox, "agente": _agent, "agent": _agent,
+    "help": _help, "ajuda": _help,
+}
+
+
 async def handle(services: Services, message: MessageWebhook, command: AgentCommand) -> str:
     """Act on an authorized-or-not command; returns what happened, for the webhook's answer."""
     sender = message.sender
@@ -73,42 +262,14 @@ async def handle(services: Services, message: MessageWebhook, command: AgentComm
             return "unauthorized"
         return "not_a_command"
     audit.info("Agent command accepted")
-    return await _link(services, message, command)
-
-
-async def _link(services: Services, message: MessageWebhook, command: AgentCommand) -> str:
-    texts, keyword = services.texts, services.settings.webhook_command_keyword
-    args, pairing_phone = command.args, None
+    first = command.args[0].lower() if command.args else ""
+    handler = SUBCOMMANDS.get(first)
+    args: tuple[str, ...] = command.args[1:] if handler is not None else command.args
+    if handler is None and first and not first.isdigit():
+        handler, args = _help, ()  # an unknown subcommand gets the list of the known ones
+    run = _Run(services, message, args)
     try:
-        if args and args[0].lower() == "pair":
-            if len(args) < 2:
-                raise ValueError("pair needs a phone number")
-            pairing_phone = normalize_phone("".join(args[1:])).lstrip("+")
-            args = ()
-        inbox_id = int(args[0]) if args else message.inbox.id
-        account_id = int(args[1]) if len(args) > 1 else message.account.id
-        instance_id = make_instance_id(account_id, inbox_id)
+        return await (handler or _link)(run)
     except ValueError:
-        await services.dispatcher.note(message.account.id, message.conversation.id,
-                                       texts.command_usage.format(keyword=keyword))
+        await run.note(services.texts.command_usage.format(keyword=run.keyword))
         return "usage"
-    record = await services.registry.get(instance_id) or InstanceRecord.new(account_id, inbox_id)
-    if inbox_id == message.inbox.id and message.inbox.name:
-        record = replace(record, inbox_name=message.inbox.name)
-    runner = services.supervisor.runner(instance_id)
-    if runner is not None and runner.alive and runner.connection is ConnectionState.OPEN:
-        number = phone_from_jid(record.wa_jid) if record.wa_jid else None
-        await services.dispatcher.note(message.account.id, message.conversation.id,
-                                       texts.already_linked.format(
-                                           number=number or record.wa_jid, inbox=record.label()))
-        return "already_linked"
-    await services.registry.put(replace(
-        record, desired=Desired.RUNNING, notify_account_id=message.account.id,
-        notify_conversation_id=message.conversation.id, qr_attempts=0, last_error=None,
-        pairing_phone=pairing_phone if not record.linked else None))
-    if not record.linked:
-        await services.dispatcher.note(message.account.id, message.conversation.id,
-                                       texts.linking_started.format(inbox=record.label()))
-    # Stopping a running sidecar can take seconds: never inside the webhook's answer.
-    services.background(services.supervisor.relink(instance_id), name=f"link-{instance_id}")
-    return "linking"

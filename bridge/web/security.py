@@ -26,10 +26,12 @@ def expected_signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def verify_webhook(settings: Settings, request: Request, body: bytes,
-                   now: float | None = None) -> str:
-    """Return how the request was verified (`signature` or `token`); raise Unverified."""
+                   now: float | None = None, extra_secrets: tuple[str, ...] = ()) -> str:
+    """Return how the request was verified (`signature` or `token`); raise Unverified.
+    `extra_secrets`: those of inboxes Ponte created itself."""
     signature = request.headers.get("x-chatwoot-signature")
-    if signature and settings.webhook_secret:
+    secrets = [s.get_secret_value() for s in settings.webhook_secret] + list(extra_secrets)
+    if signature and secrets:
         timestamp = request.headers.get("x-chatwoot-timestamp", "")
         try:
             age = abs((now or time.time()) - int(timestamp))
@@ -37,9 +39,8 @@ def verify_webhook(settings: Settings, request: Request, body: bytes,
             raise Unverified("X-Chatwoot-Timestamp is missing or not a number") from None
         if age > settings.webhook_max_skew_seconds:
             raise Unverified("X-Chatwoot-Timestamp is too old or in the future")
-        for secret in settings.webhook_secret:
-            if hmac.compare_digest(
-                    expected_signature(secret.get_secret_value(), timestamp, body), signature):
+        for secret in secrets:
+            if hmac.compare_digest(expected_signature(secret, timestamp, body), signature):
                 return "signature"
         raise Unverified("X-Chatwoot-Signature does not match")
     if settings.webhook_token is not None:

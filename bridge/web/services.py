@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from loguru import logger
 
+from bridge.chatwoot.client import ChatwootClient
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
 from bridge.outbound import OutboundSender
@@ -26,6 +27,7 @@ class Services:
     dispatcher: Dispatcher
     supervisor: InstanceSupervisor
     outbound: OutboundSender
+    chatwoot: ChatwootClient  # sync: call it through asyncio.to_thread
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property

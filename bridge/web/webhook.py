@@ -60,7 +60,8 @@ async def chatwoot_webhook(request: Request) -> JSONResponse:
     if body is None:
         return _answer(413, error=f"body larger than {settings.webhook_max_body_bytes} bytes")
     try:
-        verify_webhook(settings, request, body)
+        created = await services.redis.hvals(keys.INBOX_SECRETS)
+        verify_webhook(settings, request, body, extra_secrets=tuple(as_text(s) for s in created))
     except Unverified as err:
         logger.bind(path=request.url.path, reason=str(err)).warning("Webhook refused")
         return _answer(401, error=f"unverified webhook: {err}")
