@@ -21,7 +21,7 @@ import httpx
 import redis.asyncio as aioredis
 from loguru import logger
 
-from bridge import attachments, audio
+from bridge import attachments, audio, metrics
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
 from bridge.errors import SidecarError
@@ -162,10 +162,14 @@ class OutboundSender:
                 result = await self._send_part(runner, entry, part, quote)
             except SendFailed as failed:
                 log.bind(part=number, reason=failed.reason).warning("Agent message part not sent")
+                await metrics.send_failed(self._redis, failed)
                 failures.append(failed.reason)
                 continue
             wa_id = str((result.data or {}).get("message_id", ""))
             await sent.record(number, wa_id)
+            await metrics.relayed_to_whatsapp(
+                self._redis, runner.instance_id,
+                kind_of(part.attachment) if part.attachment else "text", since=entry.at)
             mapping = MessageMapping(
                 instance_id=runner.instance_id, chat_jid=entry.jid, wa_message_id=wa_id,
                 account_id=account_id, conversation_id=entry.conversation_id,

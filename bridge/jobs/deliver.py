@@ -21,6 +21,7 @@ from loguru import logger
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from bridge import metrics
 from bridge.chatwoot.identity import Identity
 from bridge.errors import ChatwootAuthError, PonteError
 from bridge.ids import InstanceId
@@ -151,8 +152,15 @@ def _fail(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem, err: Exceptio
     reason = str(err) or type(err).__name__
     logger.bind(error=type(err).__name__, kind=item.kind.value).error(
         "Delivery failed for good; moved to the failed list")
-    entry = {"mailbox": mailbox.key, "item": json.loads(item.dumps()),
-             "error": type(err).__name__, "reason": reason, "at": time.time()}
-    ctx.redis.lpush(keys.FAILED, json.dumps(entry, ensure_ascii=False))
+    at = time.time()
+    instance = str(item.payload.get("instance_id", ""))  # notes belong to no instance
+    # `id` names the entry for `ponte jobs retry` (an item may fail again later, hence `at`).
+    entry = {"id": f"{item.id}-{int(at * 1000)}", "instance": instance, "mailbox": mailbox.key,
+             "item": json.loads(item.dumps()), "error": type(err).__name__, "reason": reason,
+             "at": at}
+    with ctx.redis.pipeline(transaction=True) as pipe:
+        pipe.lpush(keys.FAILED, json.dumps(entry, ensure_ascii=False))
+        metrics.failed_for_good(pipe, instance, type(err).__name__)
+        pipe.execute()
     if item.kind is ItemKind.WA_MESSAGE:
         wa_messages.report_failure(ctx, item, reason)

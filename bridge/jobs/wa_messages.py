@@ -13,6 +13,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from bridge import metrics
 from bridge.chatwoot.client import Upload
 from bridge.chatwoot.identity import ChatRef, Identity
 from bridge.convert.baileys import push_name
@@ -93,6 +94,7 @@ def deliver(ctx: WorkerContext, item: MailboxItem) -> None:
             account_id=account_id, conversation_id=ref.conversation_id, cw_message_id=cw_id,
             from_me=event.key.fromMe))
         ctx.redis.delete(attempt)
+        metrics.relayed_to_chatwoot(ctx.redis, instance_id, event)
         if draft.poll is not None:
             polls.remember(ctx, instance_id, wa_id, draft.poll, cw_message_id=cw_id,
                            conversation_id=ref.conversation_id)

@@ -25,6 +25,7 @@ from typing import Any
 from loguru import logger
 from redis.exceptions import RedisError
 
+from bridge import metrics
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
 from bridge.errors import ProtocolError, SidecarUnavailable
@@ -511,6 +512,8 @@ class InstanceRunner:
         # close
         self._last_close = event
         self.last_close_code = event.status_code
+        if event.reason != "intentional":
+            metrics.reconnect(self.instance_id, event.status_code)
         if event.will_reconnect:
             self._set_connection(ConnectionState.CONNECTING)
         else:

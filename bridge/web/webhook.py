@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bridge import metrics
 from bridge.chatwoot.models import MessageWebhook
 from bridge.convert.markdown import signed, to_whatsapp
 from bridge.convert.to_whatsapp import recipient_jid
@@ -50,6 +51,7 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+@metrics.timed_webhook
 async def chatwoot_webhook(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     settings = services.settings
