@@ -192,3 +192,38 @@ def test_agent_reply_marks_the_customer_messages_read_when_configured(shop: Scri
     desk.fake.agent_message(desk.customer_conversation(), "Respondendo")
     (read,) = wait_for(lambda: desk.commands("mark_read"), message="read receipts")
     assert (read["jid"], read["message_ids"]) == (CUSTOMER, ["WA-HELLO"])
+
+
+def test_a_restart_between_the_answer_and_the_send_loses_nothing(
+        fake_chatwoot: FakeChatwoot, make_settings: SettingsFactory, tmp_path: Path) -> None:
+    from tests.conftest import settings_env
+    from tests.processes import PonteProcess
+
+    control = tmp_path / "control"
+    online = write_script(tmp_path / "run1.jsonl", [
+        READY, OPEN, customer_message("WA-HELLO", "Oi"), {"wait_file": "drop"},
+        {"emit": {"type": "connection", "state": "close", "status_code": 428,
+                  "reason": "connectionClosed", "message": "lost", "will_reconnect": False}},
+        {"exit": 0}])
+    stuck = write_script(tmp_path / "run2.jsonl", [
+        READY, {"emit": {"type": "connection", "state": "connecting"}}, {"sleep": 60}])
+    back = write_script(tmp_path / "run3.jsonl", [READY, OPEN])
+    with open_desk(fake_chatwoot, make_settings, tmp_path,
+                   baileys_sidecar_command=scripted_sidecar_command(control, online, stuck,
+                                                                     back)) as desk:
+        shop = Shop(**{f: getattr(desk, f) for f in desk.__dataclass_fields__})
+        shop.control = control
+        shop.command("erga")
+        conversation = shop.customer_conversation()
+        (control / f"{shop.instance}.drop").touch()  # WhatsApp drops; the sidecar reconnects
+        wait_for(lambda: (control / f"{shop.instance}.runs").read_text() == "2",
+                 message="reconnecting")
+        shop.fake.agent_message(conversation, "Chega hoje")  # answered 200, waiting to go
+        wait_for(lambda: shop.status().get("outboxDepth") == 1, message="queued")
+        shop.serve.stop()  # Ponte restarts before the number is back
+        shop.serve = PonteProcess("serve", settings_env(shop.settings), tmp_path / "serve2.log")
+        desk.serve = shop.serve
+        shop.serve.wait_http(f"{shop.base}/healthz")
+        sent = wait_for(lambda: shop.commands("send_text"), timeout=20, message="sent")
+        assert [c["text"] for c in sent] == ["Chega hoje"]
+        wait_for(lambda: shop.status().get("outboxDepth") == 0, message="outbox empty")
