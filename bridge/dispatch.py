@@ -37,6 +37,7 @@ QR_LIFETIME_SECONDS = 60  # Baileys' first ref lives 60 s, later ones 20 s
 _CHATWOOT_STATUS = {"server_ack": "sent", "delivered": "delivered", "read": "read",
                     "played": "read", "error": "failed"}
 _RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
+AVATAR_EVERY_SECONDS = 24 * 3600
 
 
 def chat_kind(jid: str) -> str:
@@ -83,13 +84,14 @@ class Dispatcher:
         if await self._writer.append(mailbox, item):
             await asyncio.to_thread(schedule_drain, self._sync, mailbox)
 
-    async def wa_message(self, instance_id: InstanceId, event: MessageEvent) -> bool:
-        """Queue a sidecar message for Chatwoot; False when it is not for Chatwoot."""
+    async def wa_message(self, instance_id: InstanceId, event: MessageEvent) -> Jid | None:
+        """Queue a sidecar message for Chatwoot; returns its chat, or None when it is not for
+        Chatwoot."""
         if event.echo or chat_kind(event.key.remoteJid) in self._ignore_chats:
             # An echo is in Chatwoot already; an ignored chat is never shown. Either way a
             # downloaded file has no taker: remove it, or the spool fills with status media.
             self._discard_media(event)
-            return False
+            return None
         try:
             for lid, pn in _pairs_in(event.key):
                 await self.lid_mapping(instance_id, lid, pn)
@@ -98,7 +100,7 @@ class Dispatcher:
                 chat_jid = await self._lids.pn_for(instance_id, chat_jid) or chat_jid
         except ValueError:
             logger.bind(instance=instance_id).warning("Message with an unreadable chat address")
-            return False
+            return None
         item = MailboxItem(id=event.key.id, kind=ItemKind.WA_MESSAGE, payload={
             "instance_id": instance_id, "chat_jid": chat_jid,
             "event": event.model_dump(mode="json")})
@@ -113,7 +115,18 @@ class Dispatcher:
                 await pipe.execute()
         logger.bind(instance=instance_id, chat_jid=chat_jid, wa_message_id=event.key.id).debug(
             "Message queued for Chatwoot")
-        return True
+        return chat_jid
+
+    async def avatar_due(self, instance_id: InstanceId, chat_jid: str) -> bool:
+        """At most once a day per chat: is it time to look at its profile picture?"""
+        return bool(await self._redis.set(keys.avatar_checked(instance_id, chat_jid), "1",
+                                          nx=True, ex=AVATAR_EVERY_SECONDS))
+
+    async def avatar(self, instance_id: InstanceId, chat_jid: str, url: str) -> None:
+        """Queue the picture behind the chat's messages, so its contact exists by then."""
+        item = MailboxItem.note({"instance_id": instance_id, "chat_jid": chat_jid, "url": url})
+        item = MailboxItem(id=item.id, kind=ItemKind.AVATAR, payload=item.payload)
+        await self.append(keys.chat_mailbox(ChatKey(instance_id, Jid(chat_jid))), item)
 
     async def wa_status(self, instance_id: InstanceId, event: MessageStatusEvent) -> None:
         """A tick on a message this number sent: shown as the Chatwoot message's status."""

@@ -97,6 +97,9 @@ export function mediaContent(command, stream, realPath) {
   return content;
 }
 
+/** A profile picture is decoration: never wait long for one. */
+const PROFILE_PICTURE_MS = 10_000;
+
 /**
  * @param {Session} session
  * @returns {(command: import('./protocol.js').SidecarCommand) => Promise<import('./protocol.js').Result>}
@@ -264,6 +267,27 @@ export function createCommandHandler(session) {
     return okResult(command.id);
   }
 
+  /** @param {import('./protocol.js').ProfilePictureCommand} command */
+  async function profilePicture(command) {
+    const chat = target(command);
+    if ('result' in chat) return chat.result;
+    let timer;
+    try {
+      const url = await Promise.race([
+        chat.sock.profilePictureUrl(chat.jid, 'image'),
+        new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('timed out')), PROFILE_PICTURE_MS); }),
+      ]);
+      return okResult(command.id, { url: typeof url === 'string' && url !== '' ? url : null });
+    } catch (err) {
+      // No picture, or one the contact's privacy settings hide: WhatsApp answers 404/401, and
+      // for the bridge that is simply "no picture".
+      session.logger.debug({ error: errorSummary(err) }, 'no profile picture');
+      return okResult(command.id, { url: null });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** @param {import('./protocol.js').LogoutCommand} command */
   async function logout(command) {
     const sock = session.socket();
@@ -296,6 +320,8 @@ export function createCommandHandler(session) {
           return await revoke(command);
         case 'mark_read':
           return await markRead(command);
+        case 'profile_picture':
+          return await profilePicture(command);
         case 'logout':
           return await logout(command);
         case 'shutdown':

@@ -12,7 +12,7 @@ export const SIDECAR_VERSION = /** @type {string} */ (
   JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
 );
 
-export const COMMAND_TYPES = /** @type {const} */ (['send_text', 'send_media', 'revoke', 'mark_read', 'logout', 'shutdown']);
+export const COMMAND_TYPES = /** @type {const} */ (['send_text', 'send_media', 'revoke', 'mark_read', 'profile_picture', 'logout', 'shutdown']);
 
 const COMMAND_ID = /^[A-Za-z0-9_-]{1,64}$/;
 // Last resort for lines that are not JSON at all: an id we can still answer under.
@@ -140,6 +140,10 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * @typedef {{type: 'mark_read', id: string, jid: string, message_ids: string[], participant?: string | null}} MarkReadCommand
  */
 /**
+ * The chat's current profile picture URL, or null (none, or hidden by privacy).
+ * @typedef {{type: 'profile_picture', id: string, jid: string}} ProfilePictureCommand
+ */
+/**
  * Unlink this device; the connection then closes with 401.
  * @typedef {{type: 'logout', id: string}} LogoutCommand
  */
@@ -148,7 +152,7 @@ const LOOSE_ID = /"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"/;
  * @typedef {{type: 'shutdown', id: string}} ShutdownCommand
  */
 /**
- * @typedef {SendTextCommand | SendMediaCommand | RevokeCommand | MarkReadCommand | LogoutCommand | ShutdownCommand}
+ * @typedef {SendTextCommand | SendMediaCommand | RevokeCommand | MarkReadCommand | ProfilePictureCommand | LogoutCommand | ShutdownCommand}
  *   SidecarCommand
  */
 

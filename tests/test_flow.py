@@ -114,6 +114,12 @@ def test_link_by_qr_then_relay_text_both_ways(flow: Flow) -> None:
     conversation_id = messages[0]["conversation_id"]
     assert {m["conversation_id"] for m in messages} == {conversation_id}
     assert CUSTOMER in {ci["source_id"] for ci in customer["contact_inboxes"]}
+    # Their WhatsApp picture becomes the contact's avatar: looked up once for three messages.
+    wait_for(lambda: flow.sidecar_commands("profile_picture"), timeout=20,
+             message="profile picture asked")
+    assert [c["jid"] for c in flow.sidecar_commands("profile_picture")] == [CUSTOMER]
+    wait_for(lambda: fake.contact(customer["id"])["thumbnail"].endswith("/ponte-test.jpg"),
+             timeout=20, message="avatar set")
 
     # 4. The agent answers in Chatwoot; the sidecar is asked to send exactly that text.
     reply = fake.agent_message(conversation_id, "Seu pedido 4512 sai hoje.")

@@ -98,6 +98,23 @@ class Identity:
         self._cache(instance_id, chat_jid, ref)
         return ref
 
+    def set_avatar(self, instance_id: InstanceId, chat_jid: str, url: str) -> None:
+        """The chat's WhatsApp profile picture for its contact. Chatwoot downloads it itself,
+        in a job of its own; a chat with no contact yet gets none (the next day's look will)."""
+        ref = self.cached(instance_id, chat_jid)
+        if ref is None:
+            account_id, inbox_id = parse_instance_id(instance_id)
+            contact_id = _id_of(self._client.contact_by_source_id(account_id, inbox_id, chat_jid))
+        else:
+            account_id, contact_id = parse_instance_id(instance_id)[0], ref.contact_id
+        if contact_id is None:
+            return
+        try:
+            self._client.update_contact(account_id, contact_id, avatar_url=url)
+        except ChatwootError as err:  # cosmetic, like names: never retried into a failure
+            logger.bind(error=type(err).__name__, chat_jid=chat_jid).warning(
+                "Could not update the contact's picture")
+
     def _find_contact(self, account_id: int, inbox_id: int, jid: str) -> dict[str, Any] | None:
         contact = self._client.contact_by_source_id(account_id, inbox_id, jid)
         if contact is not None:

@@ -121,6 +121,10 @@ def _handle(ctx: WorkerContext, item: MailboxItem) -> None:
     elif item.kind is ItemKind.IDENTITY:
         Identity(ctx.chatwoot, ctx.redis).merge_lid(
             InstanceId(item.payload["instance_id"]), item.payload["lid"], item.payload["pn"])
+    elif item.kind is ItemKind.AVATAR:
+        Identity(ctx.chatwoot, ctx.redis).set_avatar(
+            InstanceId(item.payload["instance_id"]), item.payload["chat_jid"],
+            item.payload["url"])
 
 
 def _retryable(err: Exception) -> bool:

@@ -246,8 +246,15 @@ class ShutdownCommand(Command):
     type: Literal["shutdown"] = "shutdown"
 
 
+class ProfilePictureCommand(Command):
+    """The chat's current profile picture URL (or null)."""
+
+    type: Literal["profile_picture"] = "profile_picture"
+    jid: str
+
+
 SidecarCommand = (SendTextCommand | SendMediaCommand | RevokeCommand | MarkReadCommand
-                  | LogoutCommand | ShutdownCommand)
+                  | ProfilePictureCommand | LogoutCommand | ShutdownCommand)
 
 
 class UnknownEventType(ProtocolError):

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from bridge import metrics
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
-from bridge.errors import ProtocolError, SidecarUnavailable
+from bridge.errors import ProtocolError, SidecarError, SidecarUnavailable
 from bridge.ids import InstanceId, normalize_jid, phone_from_jid
 from bridge.sidecar import policy
 from bridge.sidecar.lease import Lease
@@ -42,6 +42,7 @@ from bridge.sidecar.protocol import (
     MessageEvent,
     MessageStatusEvent,
     PairingCodeEvent,
+    ProfilePictureCommand,
     QrEvent,
     ReadyEvent,
     ResultEvent,
@@ -151,11 +152,23 @@ class InstanceRunner:
         """Ask the sidecar to stop without waiting here: event handlers run on the stdout
         reader, which is the task that must read the shutdown's answer."""
         process = self.process
-        if process is None:
-            return
-        task = asyncio.create_task(process.stop(self._sup.settings.baileys_stop_wait_ms / 1000))
+        if process is not None:
+            self._spawn(process.stop(self._sup.settings.baileys_stop_wait_ms / 1000))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run beside the reader (never await a command's answer inside an event handler)."""
+        task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _refresh_avatar(self, chat_jid: str) -> None:
+        try:
+            result = await self.request(lambda cid: ProfilePictureCommand(id=cid, jid=chat_jid))
+        except SidecarError:
+            return  # not connected now; it is looked at again tomorrow
+        url = (result.data or {}).get("url")
+        if isinstance(url, str) and url.startswith("https://"):
+            await self._sup.dispatcher.avatar(self.instance_id, chat_jid, url)
 
     @property
     def alive(self) -> bool:
@@ -431,7 +444,9 @@ class InstanceRunner:
     async def _on_event(self, event: SidecarEvent) -> None:
         self.last_event_at = time.time()
         if isinstance(event, MessageEvent):
-            await self._sup.dispatcher.wa_message(self.instance_id, event)
+            chat = await self._sup.dispatcher.wa_message(self.instance_id, event)
+            if chat and await self._sup.dispatcher.avatar_due(self.instance_id, chat):
+                self._spawn(self._refresh_avatar(chat))
         elif isinstance(event, LidMappingEvent):
             await self._sup.dispatcher.lid_mapping(self.instance_id, event.lid, event.pn)
         elif isinstance(event, MessageStatusEvent):

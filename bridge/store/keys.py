@@ -109,6 +109,11 @@ def unread(instance_id: InstanceId, chat_jid: str) -> str:
     return f"{PREFIX}:unread:{instance_id}:{chat_jid}"
 
 
+def avatar_checked(instance_id: InstanceId, chat_jid: str) -> str:
+    """Flag (a day long): this chat's profile picture was looked at."""
+    return f"{PREFIX}:avatar:{instance_id}:{chat_jid}"
+
+
 def lease(instance_id: InstanceId) -> str:
     """String: the `ponte serve` host that runs this instance's sidecar (renewed, expiring)."""
     return f"{PREFIX}:lease:{instance_id}"

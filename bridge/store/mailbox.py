@@ -26,6 +26,7 @@ class ItemKind(StrEnum):
     WA_MESSAGE = "wa_message"  # a sidecar `message` event for a chat
     NOTE = "note"  # a private note from Ponte to the operator
     IDENTITY = "identity"  # a LID turned out to be a known phone number: merge the two
+    AVATAR = "avatar"  # the chat's profile picture, for its Chatwoot contact
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -349,3 +349,16 @@ test('mediaContent: captions only where WhatsApp shows them', () => {
   assert.deepEqual(content({ kind: 'video', caption: '' }), { video: { stream }, mimetype: 'm' });
   assert.deepEqual(content({ kind: 'document', file_name: '' }), { document: { stream }, mimetype: 'm', fileName: 'f.ogg' });
 });
+
+test('profile_picture: the URL, or null when there is none or it is hidden', async () => {
+  const url = 'https://pps.whatsapp.net/v/t61/123_n.jpg?oh=abc&oe=6790';
+  const sock = { ...fakeSocket(), profilePictureUrl: async () => url };
+  const { handle } = handlerFor({ sock });
+  assert.deepEqual(await handle({ type: 'profile_picture', id: 'c40', jid: '5511988887777@s.whatsapp.net' }),
+    { type: 'result', id: 'c40', ok: true, data: { url } });
+  const hidden = { ...fakeSocket(), profilePictureUrl: async () => { throw new Error('item-not-found'); } };
+  assert.deepEqual(await handlerFor({ sock: hidden }).handle({ type: 'profile_picture', id: 'c41', jid: '5511988887777@s.whatsapp.net' }),
+    { type: 'result', id: 'c41', ok: true, data: { url: null } });
+  const closed = await handlerFor({ sock, open: false }).handle({ type: 'profile_picture', id: 'c42', jid: '5511988887777@s.whatsapp.net' });
+  assert.equal(!closed.ok && closed.error.code, 'not_connected');
+});

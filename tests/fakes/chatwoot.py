@@ -1755,6 +1755,10 @@ class FakeChatwoot:
             candidate.additional_attributes = {**contact.additional_attributes,
                                                **params["additional_attributes"]}
         self._validate_contact(self._accounts[contact.account_id], candidate)
+        avatar_url = params.get("avatar_url")
+        if isinstance(avatar_url, str) and avatar_url.startswith(("http://", "https://")):
+            # Avatar::AvatarFromUrlJob downloads it later; the fake shows it at once.
+            contact.thumbnail = avatar_url
         changes = [(k, before[k], v) for k, v in self._contact_webhook(candidate).items()
                    if k in {"name", "email", "phone_number", "identifier", "blocked",
                             "custom_attributes", "additional_attributes"} and before[k] != v]

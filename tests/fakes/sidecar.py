@@ -19,10 +19,10 @@ instance plays the Nth script (the last one repeats). Each script line is one di
 
 Always, concurrently with the script: `shutdown` is answered ok and ends the process (status
 0); `logout` is answered, followed by a close 401, and ends it; after the script, `send_text` is
-answered ok (send_media, revoke and mark_read too). Every command received is appended to
-DIR/<instance>.commands.jsonl (for send_media with the file's size and sha256 as found on
-arrival, since the bridge deletes it afterwards); every start
-is counted in DIR/<instance>.runs and timed in DIR/<instance>.starts.
+answered ok (send_media, revoke, mark_read and profile_picture too). Every command received
+is appended to DIR/<instance>.commands.jsonl (for send_media with the file's size and sha256
+as found on arrival, since the bridge deletes it afterwards); every start is counted in
+DIR/<instance>.runs and timed in DIR/<instance>.starts.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from typing import Any
 _out_lock = threading.Lock()
 _SENT = {"message_id": "$id", "jid": "$jid", "timestamp": "$now"}
 DEFAULT_DATA: dict[Any, dict[str, Any]] = {
-    "send_text": _SENT, "send_media": _SENT, "revoke": {"message_id": "$message_id"}}
+    "send_text": _SENT, "send_media": _SENT, "revoke": {"message_id": "$message_id"},
+    "profile_picture": {"url": "https://pps.whatsapp.net/v/t61.24694-24/ponte-test.jpg"}}
 
 
 def describe_file(path: Any) -> dict[str, Any]:
