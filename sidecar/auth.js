@@ -11,7 +11,7 @@ import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeFileSync }
 import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { BufferJSON, initAuthCreds, makeCacheableSignalKeyStore, proto } from '@whiskeysockets/baileys';
+import { BufferJSON, initAuthCreds, makeCacheableSignalKeyStore, proto } from './baileys.js';
 
 export const CREDS_FILE = 'creds.json';
 /** Temp files carry this prefix so a restart can remove the leftovers of a crash mid-write. */

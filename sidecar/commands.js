@@ -2,7 +2,7 @@
 // throw; whatever goes wrong becomes an error result the bridge can act on.
 import { basename } from 'node:path';
 
-import { generateMessageIDV2, jidDecode } from '@whiskeysockets/baileys';
+import { generateMessageIDV2, jidDecode } from './baileys.js';
 
 import { BadMediaError, openSpoolFile } from './outgoing.js';
 import { errorResult, okResult, toWire } from './protocol.js';

@@ -1,7 +1,7 @@
 // Baileys events -> protocol frames. Pure translation: no I/O, no decisions about meaning (the
 // bridge decides what a message is; we tag it with content_type and forward it whole). Media
 // downloads and group names are added later, in the chat's queue (ordering.js).
-import { getContentType, jidNormalizedUser, normalizeMessageContent } from '@whiskeysockets/baileys';
+import { getContentType, jidNormalizedUser, normalizeMessageContent } from './baileys.js';
 
 import { toWire } from './protocol.js';
 

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 import { TtlCache } from './cache.js';
+import { serializeListeners } from './ordering.js';
 import { ConfigError, ignoreJidPredicate, loadConfig } from './config.js';
 import {
   compileCommandValidators, createFrameWriter, createLineSplitter, decodeCommand, errorResult, PROTOCOL_VERSION,
@@ -99,7 +100,7 @@ async function main() {
   let baileys;
   let pino;
   try {
-    baileys = await import('@whiskeysockets/baileys');
+    baileys = await import('./baileys.js');
     pino = (await import('pino')).default;
     events = await import('./events.js');
   } catch (err) {
@@ -167,7 +168,7 @@ async function main() {
   };
   // A stop may have arrived while the auth state loaded; requestStop finishes the process then.
   if (intentional || exiting) return;
-  connect(baileys.default, socketConfig);
+  connect(baileys.makeWASocket, socketConfig);
 
   // Commands wait in the stdin pipe until here: connecting first saves the validator compile
   // time (~0.1 s) on every start, and no command can do anything useful before the socket exists.
@@ -207,6 +208,8 @@ function connect(makeWASocket, socketConfig) {
   const ev = /** @type {import('./events.js')} */ (events);
   const current = makeWASocket(socketConfig);
   sock = current;
+  // Incoming messages one at a time, or a new contact's second message can overtake its first.
+  if (serializeListeners(current.ws, 'CB:message') === 0) log.warn('no Baileys message handler to serialize');
   connState = 'connecting';
 
   current.ev.on('creds.update', () => {

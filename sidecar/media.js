@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstat, open, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { downloadMediaMessage, getContentType, normalizeMessageContent } from '@whiskeysockets/baileys';
+import { downloadMediaMessage, getContentType, normalizeMessageContent } from './baileys.js';
 
 import { Limiter } from './ordering.js';
 

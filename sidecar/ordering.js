@@ -193,3 +193,27 @@ export function createMessagePipeline(deps) {
     },
   };
 }
+
+/**
+ * Makes an emitter's async listeners for `event` handle one emission at a time, in arrival
+ * order. Baileys handles each incoming `message` stanza in its own promise and awaits the
+ * LID-mapping store before taking its decrypt mutex; the first message of a new contact
+ * does extra work there (store the mapping, migrate the session), so the contact's second
+ * message could overtake it and reach Chatwoot first. Running the handlers in a chain
+ * keeps WhatsApp's order; decryption was serial already, so little throughput is lost.
+ * A failing handler does not stop the chain (Baileys reports its own errors).
+ * @param {import('node:events').EventEmitter} emitter
+ * @param {string} event
+ * @returns {number} how many listeners were wrapped
+ */
+export function serializeListeners(emitter, event) {
+  const listeners = /** @type {Array<(...args: any[]) => unknown>} */ (emitter.listeners(event));
+  if (listeners.length === 0) return 0;
+  emitter.removeAllListeners(event);
+  /** @type {Promise<unknown>} */
+  let tail = Promise.resolve();
+  emitter.on(event, (...args) => {
+    tail = tail.then(() => Promise.allSettled(listeners.map((listener) => listener(...args))));
+  });
+  return listeners.length;
+}

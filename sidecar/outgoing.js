@@ -5,7 +5,7 @@ import { constants } from 'node:fs';
 import { lstat, open, realpath } from 'node:fs/promises';
 import { isAbsolute, sep } from 'node:path';
 
-import { proto } from '@whiskeysockets/baileys';
+import { proto } from './baileys.js';
 
 import { TtlCache } from './cache.js';
 

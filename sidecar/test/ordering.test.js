@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ChatQueue, createMessagePipeline, Limiter } from '../ordering.js';
+import { ChatQueue, createMessagePipeline, Limiter, serializeListeners } from '../ordering.js';
 import { schema } from '../testing/helpers.js';
 
 function deferred() {
@@ -227,4 +227,24 @@ test('pipeline: a status frame follows its message even when its key names the c
   hold.resolve(null);
   await later.drain(1000);
   assert.equal(written.at(-1).key.id, 'Mnext');
+});
+
+test('serializeListeners: a slow first emission is not overtaken, and a failure does not stall the rest', async () => {
+  const { EventEmitter } = await import('node:events');
+  const emitter = new EventEmitter();
+  /** @type {string[]} */
+  const handled = [];
+  // Like Baileys' handler: the first message of a contact awaits more before it is handled.
+  emitter.on('CB:message', async (/** @type {{id: string, delay: number, fail?: boolean}} */ node) => {
+    await new Promise((resolve) => { setTimeout(resolve, node.delay); });
+    if (node.fail) throw new Error('bad node');
+    handled.push(node.id);
+  });
+  assert.equal(serializeListeners(emitter, 'CB:message'), 1);
+  assert.equal(serializeListeners(emitter, 'nothing'), 0);
+  emitter.emit('CB:message', { id: 'first', delay: 40 });
+  emitter.emit('CB:message', { id: 'broken', delay: 1, fail: true });
+  emitter.emit('CB:message', { id: 'second', delay: 1 });
+  await new Promise((resolve) => { setTimeout(resolve, 120); });
+  assert.deepEqual(handled, ['first', 'second']);
 });
