@@ -5,6 +5,7 @@ Everything runs on 127.0.0.1 and is started by the tests themselves.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shlex
@@ -146,3 +147,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after every test, so a connection or socket a test leaves open is reported
+    (filterwarnings = error) against that test, not against whichever later test the garbage
+    collector happens to run in."""
+    yield
+    gc.collect()

@@ -128,8 +128,10 @@ async def test_garbled_lines_are_counted_and_the_instance_keeps_working(
     h = await harness_for("garbage")
     runner = await h.supervisor.start(INSTANCE)
     await h.until(lambda: runner.connection is ConnectionState.OPEN, what="open")
-    await h.until(lambda: h.sync.llen(
-        "ponte:mailbox:wa:1-7:5511988887777@s.whatsapp.net") == 1, what="message queued")
+    mailbox = "ponte:mailbox:wa:1-7:5511988887777@s.whatsapp.net"
+    # The message, then (once a day) the chat's avatar behind it.
+    await h.until(lambda: any(json.loads(item)["kind"] == "wa_message"
+                              for item in h.sync.lrange(mailbox, 0, -1)), what="message queued")
     assert h.supervisor.protocol_errors[INSTANCE] == 3
 
 
@@ -140,6 +142,7 @@ async def test_logged_out_wipes_the_session_and_stops(harness_for: Any) -> None:
     (session / "creds.json").write_text("{}")
     await h.supervisor.start(INSTANCE)
     await h.until(lambda: h.state() is ProcessState.EXITED, what="exited")
+    await h.until(lambda: bool(h.notes()), what="the operator told")  # after the wipe
     assert not session.exists()
     record = await h.registry.get(INSTANCE)
     assert record is not None
@@ -153,6 +156,8 @@ async def test_replaced_session_stops_keeps_the_session_and_tells(harness_for: A
     h = await harness_for("replaced")
     await h.supervisor.start(INSTANCE)
     await h.until(lambda: h.state() is ProcessState.EXITED, what="exited")
+    # The decision (and its note) follows the exit.
+    await h.until(lambda: bool(h.notes()), what="the operator told")
     assert (h.supervisor.session_dir(INSTANCE)).exists()
     record = await h.registry.get(INSTANCE)
     assert record is not None and record.linked and record.desired is Desired.STOPPED

@@ -600,6 +600,9 @@ class InstanceSupervisor:
             runner = self._runners.get(instance_id)
             if runner is not None and runner.alive:
                 return runner
+            if self.stopping:
+                # A command that raced the shutdown: a sidecar started now would outlive serve.
+                raise SidecarUnavailable("Ponte is shutting down")
             runner = InstanceRunner(self, instance_id)
             self._runners[instance_id] = runner
             runner.start(announce_open=announce_open)
@@ -620,8 +623,9 @@ class InstanceSupervisor:
     async def shutdown(self) -> None:
         """SIGTERM: stop every sidecar in parallel, each after its pending auth writes."""
         self.stopping = True
-        await asyncio.gather(*(r.stop() for r in self._runners.values() if r.alive),
-                             return_exceptions=True)
+        async with self._lock:  # a start under way finishes first, so its runner is stopped too
+            runners = [r for r in self._runners.values() if r.alive]
+        await asyncio.gather(*(r.stop() for r in runners), return_exceptions=True)
 
     def statuses(self) -> dict[InstanceId, InstanceStatus]:
         return {iid: r.status() for iid, r in self._runners.items()}
