@@ -146,10 +146,10 @@ class Dispatcher:
             await self.message_status(mapping.account_id, mapping.conversation_id,
                                       mapping.cw_message_id, status)
 
-    async def apply_early_status(self, mapping: MessageMapping) -> None:
-        """Called once a send is mapped: the tick that came first, if any."""
-        key = keys.early_status(mapping.instance_id, mapping.wa_message_id)
-        status = await self._redis.getdel(key)
+    async def apply_early_status(self, mapping: MessageMapping,
+                                 status: bytes | str | None) -> None:
+        """Called once a send is mapped, with what the caller's GETDEL of
+        keys.early_status found: the tick that came before the mapping, if any."""
         if status is not None:
             await self.message_status(mapping.account_id, mapping.conversation_id,
                                       mapping.cw_message_id, as_text(status))

@@ -38,7 +38,7 @@ from bridge.sidecar.protocol import (
 from bridge.sidecar.supervisor import InstanceRunner
 from bridge.store import keys
 from bridge.store.connection import as_text
-from bridge.store.mapping import AsyncMappingStore, MessageMapping
+from bridge.store.mapping import AsyncMappingStore, MessageMapping, queue_put
 from bridge.store.outbox import Outbox, OutboxAttachment, OutboxEntry, SentParts
 from bridge.texts import Texts, texts_for
 
@@ -101,10 +101,11 @@ class SendFailed(Exception):
 
 class OutboundSender:
     def __init__(self, settings: Settings, redis: aioredis.Redis, dispatcher: Dispatcher,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 recorder: metrics.Recorder, http: httpx.AsyncClient | None = None) -> None:
         self._settings = settings
         self._redis = redis
         self._dispatcher = dispatcher
+        self._recorder = recorder
         self._http = http or httpx.AsyncClient()
         self._mappings = AsyncMappingStore(redis)
         self._texts: Texts = texts_for(settings.chatwoot_language)
@@ -141,18 +142,28 @@ class OutboundSender:
                     if entry.action == "revoke":
                         await self._revoke(runner, entry)
                     else:
-                        await self._deliver(runner, entry)
+                        await self._deliver(runner, entry, fresh=not pending)
+                    await outbox.done(entry_id)
                 except Finishing:
                     return  # unacknowledged: the next start reads it again
-                await outbox.done(entry_id)
+                except (ConnectionError, OSError, aioredis.RedisError):
+                    # Redis went away mid-entry. The entry is still unacknowledged: read it
+                    # again as pending (its sent parts are checked then) once Redis is back.
+                    logger.bind(instance=runner.instance_id).exception("Outbox entry interrupted")
+                    await asyncio.sleep(1.0)
+                    pending = True
+                    break
 
     # --- sending ----------------------------------------------------------------------------
-    async def _deliver(self, runner: InstanceRunner, entry: OutboxEntry) -> None:
+    async def _deliver(self, runner: InstanceRunner, entry: OutboxEntry, *, fresh: bool) -> None:
+        """`fresh`: read for the first time (not left unacknowledged by a previous run)."""
         log = logger.bind(instance=runner.instance_id, cw_message_id=entry.cw_message_id,
                           conversation_id=entry.conversation_id)
         account_id, _ = parse_instance_id(runner.instance_id)
         parts = plan(entry)
-        sent = await SentParts(self._redis, account_id, entry.cw_message_id).load()
+        sent = SentParts(self._redis, account_id, entry.cw_message_id)
+        if not fresh:  # read again after a restart: some parts may have gone out already
+            await sent.load()
         failures = []
         for number, part in enumerate(parts, start=1):
             if number in sent.sent:
@@ -162,20 +173,25 @@ class OutboundSender:
                 result = await self._send_part(runner, entry, part, quote)
             except SendFailed as failed:
                 log.bind(part=number, reason=failed.reason).warning("Agent message part not sent")
-                await metrics.send_failed(self._redis, failed)
+                metrics.send_failed(self._recorder, failed)
                 failures.append(failed.reason)
                 continue
             wa_id = str((result.data or {}).get("message_id", ""))
-            await sent.record(number, wa_id)
-            await metrics.relayed_to_whatsapp(
-                self._redis, runner.instance_id,
+            metrics.relayed_to_whatsapp(
+                self._recorder, runner.instance_id,
                 kind_of(part.attachment) if part.attachment else "text", since=entry.at)
             mapping = MessageMapping(
                 instance_id=runner.instance_id, chat_jid=entry.jid, wa_message_id=wa_id,
                 account_id=account_id, conversation_id=entry.conversation_id,
                 cw_message_id=entry.cw_message_id, from_me=True)
-            await self._mappings.put(mapping)
-            await self._dispatcher.apply_early_status(mapping)
+            # One round trip: the part counts as sent, its ids are mapped, and a tick that
+            # arrived before the mapping is taken.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                sent.record(pipe, number, wa_id)
+                queue_put(pipe, mapping)
+                pipe.getdel(keys.early_status(runner.instance_id, wa_id))
+                *_, early = await pipe.execute()
+            await self._dispatcher.apply_early_status(mapping, early)
         if sent.sent and min(sent.sent) != max(sent.sent):
             # Replies to this Chatwoot message quote its first part.
             first = sent.sent[min(sent.sent)]

@@ -15,8 +15,19 @@ def sync_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30)
 
 
+# Serve's requests share one pool. Past this many commands in flight a request waits for a
+# connection (up to the timeout) instead of failing: redis-py's default pool raises "Too many
+# connections" at 100, and under a webhook burst that became 500s, i.e. agent messages Chatwoot
+# marks failed for good.
+ASYNC_POOL_SIZE = 100
+ASYNC_POOL_WAIT_SECONDS = 4.0  # under Chatwoot's 5 s webhook timeout
+
+
 def async_client(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, health_check_interval=30)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=ASYNC_POOL_SIZE, timeout=ASYNC_POOL_WAIT_SECONDS,
+        health_check_interval=30)
+    return aioredis.Redis.from_pool(pool)
 
 
 def wait_until_ready(url: str, timeout: float = 30.0) -> None:

@@ -74,6 +74,11 @@ class AsyncMappingStore:
 
     async def put(self, mapping: MessageMapping) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            for key, raw in _entries(mapping).items():
-                pipe.set(key, raw, ex=MAPPING_TTL_SECONDS)
+            queue_put(pipe, mapping)
             await pipe.execute()
+
+
+def queue_put(pipe: aioredis.client.Pipeline, mapping: MessageMapping) -> None:
+    """The mapping's writes, queued in the caller's pipeline."""
+    for key, raw in _entries(mapping).items():
+        pipe.set(key, raw, ex=MAPPING_TTL_SECONDS)

@@ -130,9 +130,8 @@ class SentParts:
         self.sent = {int(as_text(k)): as_text(v) for k, v in raw.items()}
         return self
 
-    async def record(self, part: int, wa_message_id: str) -> None:
+    def record(self, pipe: aioredis.client.Pipeline, part: int, wa_message_id: str) -> None:
+        """Queue the record in `pipe`, the caller's transaction (with the message's mapping)."""
         self.sent[part] = wa_message_id
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key, str(part), wa_message_id)
-            pipe.expire(self.key, PARTS_TTL_SECONDS)
-            await pipe.execute()
+        pipe.hset(self.key, str(part), wa_message_id)
+        pipe.expire(self.key, PARTS_TTL_SECONDS)

@@ -15,6 +15,7 @@ import httpx
 from loguru import logger
 from starlette.applications import Starlette
 
+from bridge import metrics
 from bridge.chatwoot.client import ChatwootClient
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
@@ -42,13 +43,14 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
         supervisor = InstanceSupervisor(settings, registry, dispatcher,
                                         project_root=project_root)
         http = httpx.AsyncClient()  # attachments from Chatwoot
-        outbound = OutboundSender(settings, redis_async, dispatcher, http)
+        recorder = metrics.Recorder(redis_async)
+        outbound = OutboundSender(settings, redis_async, dispatcher, recorder, http)
         supervisor.companions.append(outbound.consume)
         chatwoot = ChatwootClient(settings.chatwoot_url, settings.chatwoot_token,
                                   timeout_s=settings.chatwoot_api_timeout / 1000)
         services = Services(settings=settings, redis=redis_async, registry=registry,
                             dispatcher=dispatcher, supervisor=supervisor, outbound=outbound,
-                            chatwoot=chatwoot)
+                            chatwoot=chatwoot, recorder=recorder)
         app.state.services = services
         await supervisor.resume()
         sweeper = asyncio.create_task(dispatcher.run_sweeper(SWEEP_INTERVAL_SECONDS),
@@ -69,6 +71,7 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
             await asyncio.gather(sweeper, return_exceptions=True)
             await http.aclose()
             chatwoot.close()
+            await recorder.close()
             await redis_async.aclose()
             redis_sync.close()
 

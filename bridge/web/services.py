@@ -13,6 +13,7 @@ from loguru import logger
 from bridge.chatwoot.client import ChatwootClient
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher
+from bridge.metrics import Recorder
 from bridge.outbound import OutboundSender
 from bridge.sidecar.supervisor import InstanceSupervisor
 from bridge.store.registry import Registry
@@ -28,6 +29,11 @@ class Services:
     supervisor: InstanceSupervisor
     outbound: OutboundSender
     chatwoot: ChatwootClient  # sync: call it through asyncio.to_thread
+    recorder: Recorder  # metrics, written in batches
+    # Secrets of inboxes Ponte created (ponte:inbox-secrets), cached: read again when a
+    # webhook does not verify with them, and at least every INBOX_SECRETS_TTL seconds.
+    inbox_secrets: tuple[str, ...] = ()
+    inbox_secrets_at: float = 0.0
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property

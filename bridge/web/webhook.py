@@ -33,6 +33,33 @@ from bridge.web.security import Unverified, verify_webhook
 from bridge.web.services import Services
 
 DEDUPE_TTL_SECONDS = 7 * 24 * 3600
+INBOX_SECRETS_TTL = 60.0  # a deleted inbox's secret stops working within this
+
+
+class _Claim:
+    """Deduplication, in the one round trip the webhook's action needs anyway.
+
+    Most of Chatwoot's webhooks are ignored (notes, incoming messages, our own posts), and
+    ignoring a duplicate twice is harmless; so only an action (a relay, a command, a revoke)
+    checks the delivery id, together with its own key (the Chatwoot message id: Chatwoot may
+    fire `message_created` twice, each time with a new delivery id)."""
+
+    def __init__(self, services: Services, delivery: str | None) -> None:
+        self._redis = services.redis
+        self._delivery = delivery
+
+    async def duplicate(self, kind: str, value: str, what: str) -> str | None:
+        """None the first time; else why this is a duplicate (the delivery, or `what`)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.webhook_seen(kind, value), "1", nx=True, ex=DEDUPE_TTL_SECONDS)
+            if self._delivery:
+                pipe.set(keys.webhook_seen("delivery", self._delivery), "1", nx=True,
+                         ex=DEDUPE_TTL_SECONDS)
+            first, *delivery = await pipe.execute()
+        self._delivery = None  # claimed now: a later action of this webhook must not trip on it
+        if delivery and not delivery[0]:
+            return "duplicate delivery"
+        return None if first else f"duplicate {what}"
 
 
 def _answer(code: int, **body: Any) -> JSONResponse:
@@ -62,8 +89,7 @@ async def chatwoot_webhook(request: Request) -> JSONResponse:
     if body is None:
         return _answer(413, error=f"body larger than {settings.webhook_max_body_bytes} bytes")
     try:
-        created = await services.redis.hvals(keys.INBOX_SECRETS)
-        verify_webhook(settings, request, body, extra_secrets=tuple(as_text(s) for s in created))
+        await _verify(services, request, body)
     except Unverified as err:
         logger.bind(path=request.url.path, reason=str(err)).warning("Webhook refused")
         return _answer(401, error=f"unverified webhook: {err}")
@@ -76,10 +102,7 @@ async def chatwoot_webhook(request: Request) -> JSONResponse:
     event = data.get("event")
     if not isinstance(event, str) or not event:
         return _answer(400, error="missing 'event' (a Chatwoot webhook names its event)")
-    delivery = request.headers.get("x-chatwoot-delivery")
-    if delivery and not await services.redis.set(
-            keys.webhook_seen("delivery", delivery), "1", nx=True, ex=DEDUPE_TTL_SECONDS):
-        return _answer(200, status="ignored", reason="duplicate delivery")
+    claim = _Claim(services, request.headers.get("x-chatwoot-delivery"))
     if event == "conversation_status_changed":
         return await _conversation_status(services, data)
     if event not in ("message_created", "message_updated"):
@@ -91,23 +114,46 @@ async def chatwoot_webhook(request: Request) -> JSONResponse:
                              for e in err.errors()[:5])
         return _answer(422, error=f"{event} payload is incomplete: {problems}")
     if event == "message_updated":
-        return await _updated(services, message)
-    return await _route(services, message)
+        return await _updated(services, message, claim)
+    return await _route(services, message, claim)
 
 
-async def _updated(services: Services, message: MessageWebhook) -> JSONResponse:
+async def _verify(services: Services, request: Request, body: bytes) -> None:
+    """Raise Unverified. The secrets of inboxes Ponte created live in Redis; they are cached,
+    and read again when a webhook does not verify with the cached ones."""
+    now = time.monotonic()
+    if now - services.inbox_secrets_at > INBOX_SECRETS_TTL:
+        await _reload_inbox_secrets(services, now)
+    try:
+        verify_webhook(services.settings, request, body, extra_secrets=services.inbox_secrets)
+    except Unverified:
+        if not await _reload_inbox_secrets(services, now):
+            raise
+        verify_webhook(services.settings, request, body, extra_secrets=services.inbox_secrets)
+
+
+async def _reload_inbox_secrets(services: Services, now: float) -> bool:
+    """True when they changed."""
+    fresh = tuple(sorted(as_text(s) for s in await services.redis.hvals(keys.INBOX_SECRETS)))
+    services.inbox_secrets_at = now
+    changed = fresh != services.inbox_secrets
+    services.inbox_secrets = fresh
+    return changed
+
+
+async def _updated(services: Services, message: MessageWebhook, claim: _Claim) -> JSONResponse:
     """Chatwoot marks an agent's message failed when a webhook for it failed (it sends each
     once). If we never queued it, send it now: that is what the agent's "retry" means. Every
     other update (our own status PATCHes coming back, edits) needs nothing."""
     attributes = message.content_attributes or {}
     if attributes.get("deleted"):
-        return await _revoke(services, message)
+        return await _revoke(services, message, claim)
     if not attributes.get("external_error"):
         return _answer(200, status="ignored", reason="update needs no action")
     skip = _why_not_relayed(message, services.settings.chatwoot_relay_templates)
     if skip:
         return _answer(200, status="ignored", reason=skip)
-    return await _relay(services, message)
+    return await _relay(services, message, claim)
 
 
 async def _conversation_status(services: Services, data: dict[str, Any]) -> JSONResponse:
@@ -132,17 +178,20 @@ async def _conversation_status(services: Services, data: dict[str, Any]) -> JSON
     return _answer(200, status="ignored", reason="inbox is not linked to WhatsApp")
 
 
-async def _route(services: Services, message: MessageWebhook) -> JSONResponse:
+async def _route(services: Services, message: MessageWebhook, claim: _Claim) -> JSONResponse:
     if commands.may_carry_command(message):
         command = commands.parse(message.content, services.settings.webhook_command_keyword)
         if command is not None:
+            if duplicate := await claim.duplicate("command", f"{message.account.id}:{message.id}",
+                                                 "command"):
+                return _answer(200, status="ignored", reason=duplicate)
             outcome = await commands.handle(services, message, command)
             if outcome != "not_a_command":
                 return _answer(200, status="command", outcome=outcome)
     skip = _why_not_relayed(message, services.settings.chatwoot_relay_templates)
     if skip:
         return _answer(200, status="ignored", reason=skip)
-    return await _relay(services, message)
+    return await _relay(services, message, claim)
 
 
 def _why_not_relayed(message: MessageWebhook, templates: bool) -> str | None:
@@ -161,7 +210,7 @@ def _why_not_relayed(message: MessageWebhook, templates: bool) -> str | None:
     return None
 
 
-async def _revoke(services: Services, message: MessageWebhook) -> JSONResponse:
+async def _revoke(services: Services, message: MessageWebhook, claim: _Claim) -> JSONResponse:
     """An agent deleted a message in Chatwoot: delete it for everyone on WhatsApp too."""
     account_id = message.account.id
     try:
@@ -171,9 +220,8 @@ async def _revoke(services: Services, message: MessageWebhook) -> JSONResponse:
     mapping = await AsyncMappingStore(services.redis).by_cw(account_id, message.id)
     if mapping is None or not mapping.from_me:
         return _answer(200, status="ignored", reason="not a message Ponte sent")
-    if not await services.redis.set(keys.webhook_seen("revoke", f"{account_id}:{message.id}"),
-                                    "1", nx=True, ex=DEDUPE_TTL_SECONDS):
-        return _answer(200, status="ignored", reason="duplicate deletion")
+    if duplicate := await claim.duplicate("revoke", f"{account_id}:{message.id}", "deletion"):
+        return _answer(200, status="ignored", reason=duplicate)
     await Outbox(services.redis, instance_id).append(OutboxEntry(
         account_id=account_id, conversation_id=message.conversation.id,
         cw_message_id=message.id, jid=mapping.chat_jid, at=time.time(), action="revoke"))
@@ -214,24 +262,24 @@ def _attachment_name(data_url: str) -> str | None:
     return name or None
 
 
-async def _relay(services: Services, message: MessageWebhook) -> JSONResponse:
+async def _relay(services: Services, message: MessageWebhook, claim: _Claim) -> JSONResponse:
     account_id, conversation_id = message.account.id, message.conversation.id
     try:
         instance_id = make_instance_id(account_id, message.inbox.id)
     except ValueError:
         return _answer(422, error="account.id and inbox.id must be positive integers")
-    if await services.registry.get(instance_id) is None:
+    # Every linked instance has a runner in every serve (one of them holds its lease and
+    # sends): the registry is asked only when there is none.
+    runner = services.supervisor.runner(instance_id)
+    if runner is None and await services.registry.get(instance_id) is None:
         return _answer(200, status="ignored", reason="inbox is not linked to WhatsApp")
-    # Chatwoot may fire message_created twice for one message.
-    if not await services.redis.set(keys.webhook_seen("cw", f"{account_id}:{message.id}"), "1",
-                                    nx=True, ex=DEDUPE_TTL_SECONDS):
-        return _answer(200, status="ignored", reason="duplicate message")
+    if duplicate := await claim.duplicate("cw", f"{account_id}:{message.id}", "message"):
+        return _answer(200, status="ignored", reason=duplicate)
     texts = services.texts
     jid = recipient_jid(message)
     if jid is None:
         await _refuse(services, message, texts.reason_invalid_recipient)
         return _answer(200, status="failed", reason="no WhatsApp recipient in the conversation")
-    runner = services.supervisor.runner(instance_id)
     if runner is None or not runner.alive:
         await _refuse(services, message, texts.reason_not_connected)
         return _answer(200, status="failed", reason="instance is not running")
