@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.ponte-installed
 NODE_STAMP := node_modules/.ponte-installed
 
-.PHONY: setup run test test-py test-node lint bench clean
+.PHONY: setup run test test-py test-node lint bench clean browser
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -35,8 +35,18 @@ lint: setup
 test-node: $(NODE_STAMP)
 	node --test --test-reporter=dot sidecar/test/ tests/simulator/test/
 
-test-py: $(PY_STAMP)
+test-py: $(PY_STAMP) browser
 	$(BIN)/pytest -q
+
+# tests/test_page.py loads the status page in Debian's Chromium: install it when missing (as
+# root, or with sudo if it needs no password). If that fails, that test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  echo "make: installing chromium from Debian's packages (for tests/test_page.py)"; \
+	  { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium; } >/dev/null \
+	  || echo "make: could not install chromium: the browser test will be skipped"; }
 
 bench: setup
 	$(BIN)/python -m bench

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from bridge import __version__, embedded_redis, log
+from bridge import __version__, cli_config, cli_jobs, cli_status, embedded_redis, log
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
 
@@ -39,6 +39,7 @@ def _worker(settings: Settings) -> int:
 
     from bridge.jobs import runtime
     from bridge.jobs.queues import ALL_QUEUES
+    from bridge.jobs.worker import PoolWorker
     from bridge.store.connection import sync_client, wait_until_ready
 
     url = settings.redis_connection_url()
@@ -61,7 +62,7 @@ def _worker(settings: Settings) -> int:
     else:
         WorkerPool(list(ALL_QUEUES), connection=connection,
                    num_workers=settings.chatwoot_queue_concurrency,
-                   worker_class=SimpleWorker).start(logging_level=level)
+                   worker_class=PoolWorker).start(logging_level=level)
     return 0
 
 
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="RQ workers that post to Chatwoot")
     sub.add_parser("run", help="everything under supervisord (embedded Redis if REDIS_URL unset)")
     sub.add_parser("redis", help="the embedded redis-server (used by supervisord.conf)")
+    cli_status.add_parser(sub)
+    cli_jobs.add_parser(sub)
+    cli_config.add_parser(sub)
     return parser
 
 
@@ -112,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         log.setup(settings.server_log_level, settings.server_log_format)
         if args.command == "redis":
             return _redis(settings)
+        if args.command == "status":  # a client of serve: needs no Chatwoot settings
+            return cli_status.run(args, settings)
+        if args.command == "jobs":  # needs Redis only
+            return cli_jobs.run(args, settings)
+        if args.command == "config":
+            return cli_config.run(args, settings)
         settings.check_required()
         if settings.webhook_authorized_agent_names:
             logger.warning("WEBHOOK_AUTHORIZED_AGENT_NAMES is ignored: anyone can change a "

@@ -8,11 +8,16 @@ reads `os.environ`.
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+from collections.abc import Mapping
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -70,7 +75,14 @@ class Settings(BaseSettings):
     baileys_max_qr_send_attempts: int = Field(4, ge=1, le=50)
     baileys_wa_websocket_url: str = "wss://web.whatsapp.com/ws/chat"
     baileys_wa_version: str = Field("2.3000.1043857760", pattern=r"^\d+\.\d+\.\d+$")
-    baileys_sidecar_command: str = "node sidecar/main.js"
+    # Two V8 settings for many mostly idle sidecars on one host (docs/benchmarks.md, "Sidecar
+    # memory", `python -m bench --only memory --candidates`), -30 MiB PSS each at 20 numbers:
+    # --max-semi-space-size=1: a young generation of 1 MiB per semi-space instead of 16. An idle
+    #   sidecar allocates too little to trigger a scavenge, so it kept up to ~20 MiB of dead young
+    #   objects resident; old space, Buffers and streamed media are not affected.
+    # --v8-pool-size=1: one V8 background thread instead of four. Each one kept a malloc arena of
+    #   compiler and GC scratch memory (~8 MiB); one sidecar handles one number's traffic.
+    baileys_sidecar_command: str = "node --max-semi-space-size=1 --v8-pool-size=1 sidecar/main.js"
     baileys_command_timeout_ms: int = Field(30_000, ge=100)
     baileys_connect_timeout_ms: int = Field(20_000, ge=100)
     baileys_keepalive_ms: int = Field(30_000, ge=1000)
@@ -267,8 +279,93 @@ class Settings(BaseSettings):
         self.redis_connection_url()
 
 
+# --- what the environment and .env hold -------------------------------------------------------
+PREFIXES = ("SERVER_", "BAILEYS_", "CHATWOOT_", "WEBHOOK_", "REDIS_")
+# The original bridge's names under Ponte's prefixes that mean nothing here: accepted and ignored,
+# so its .env still loads (.env.example, "original bridge"). Its other leftovers (MAX_WORKERS,
+# STATUS_REQUEST_TIMEOUT, DEFAULT_*, COMMAND_EXECUTOR_URL; BULLMQ_* are read) have no prefix of
+# ours and are never looked at.
+ORIGINAL_IGNORED = frozenset({"REDIS_MAP_KEY_PREFIX", "REDIS_MAP_TTL_SECONDS"})
+# Kubernetes (like Docker links) puts <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://... and
+# <SERVICE>_PORT_6379_TCP_* into every pod: a Service named `redis` or `chatwoot` next to Ponte
+# must not stop it. Only in the environment: nobody writes those into a .env.
+_SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)\w*)$")
+_LINK_ADDRESS = re.compile(r"^(tcp|udp|sctp)://")
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD")
+MASK = "********"
+
+
+def env_file_values(env_file: Any) -> dict[str, str]:
+    """NAME -> value of the .env file(s) Settings reads (names upper-cased)."""
+    files = env_file if isinstance(env_file, list | tuple) else [env_file]
+    values: dict[str, str] = {}
+    for path in files:
+        if path is not None and Path(path).is_file():
+            for name, value in dotenv_values(path, encoding="utf-8").items():
+                values[name.upper()] = value or ""
+    return values
+
+
+def unknown_variables(environ: Mapping[str, str], dotenv: Mapping[str, str]) -> list[str]:
+    """Names with one of Ponte's prefixes that no setting reads: a typo, or a setting that does
+    not exist. Each is described with where it was found and the closest real name."""
+    known = {name.upper() for name in Settings.model_fields}
+    found = []
+    for where, names in (("the environment", environ), (".env", dotenv)):
+        for name, value in names.items():
+            name = name.upper()
+            if not name.startswith(PREFIXES) or name in known or name in ORIGINAL_IGNORED:
+                continue
+            if where == "the environment" and (_SERVICE_LINK.search(name) or (
+                    name.endswith("_PORT") and _LINK_ADDRESS.match(value))):
+                continue
+            close = get_close_matches(name, known, n=1)
+            found.append(f"{name} (in {where}" + (f"; did you mean {close[0]}?)" if close
+                                                  else ")"))
+    return sorted(set(found))
+
+
+def mask_url(url: str) -> str:
+    """The URL with the password in it (redis://user:pass@host) replaced by the mask."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", rf"\g<1>{MASK}@", url)
+
+
+def _printable(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr) or (name.endswith(_SECRET_WORDS) and value):
+        return MASK
+    if isinstance(value, list):
+        return ",".join(_printable(name, v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return mask_url(str(value)).replace("\n", "\\n")  # a newline delimiter stays visible
+
+
+def describe(settings: Settings, environ: Mapping[str, str],
+             dotenv: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(NAME, value, source) for every setting, secrets masked; the source is `environment`,
+    `.env`, `default`, or `given` (passed in code, as tests do)."""
+    # An empty value means unset (env_ignore_empty).
+    env = {k.upper() for k, v in environ.items() if v}
+    in_file = {k for k, v in dotenv.items() if v}
+    rows = []
+    for field in Settings.model_fields:
+        name = field.upper()
+        source = ("environment" if name in env else ".env" if name in in_file
+                  else "given" if field in settings.model_fields_set else "default")
+        rows.append((name, _printable(name, getattr(settings, field)), source))
+    return rows
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build Settings, turning pydantic's errors into one ConfigError that names each variable."""
+    """Build Settings, turning pydantic's errors into one ConfigError that names each variable.
+    A variable with one of Ponte's prefixes that no setting reads is refused the same way."""
+    unknown = unknown_variables(
+        os.environ, env_file_values(overrides.get("_env_file", Settings.model_config["env_file"])))
+    if unknown:
+        raise ConfigError("Unknown settings: " + ", ".join(unknown) + ". Every setting is "
+                          "listed in .env.example; remove or rename these.")
     try:
         return Settings(**overrides)
     except ValidationError as err:

@@ -89,3 +89,65 @@ def _programs(pid: int) -> set[str]:
                                                       cmdline):
                 found.add(name)
     return found
+
+
+def test_supervisord_brings_back_a_killed_program_and_stops_everything(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    env = {**BASE_ENV, "CHATWOOT_BASE_URL": "http://127.0.0.1:9",
+           "CHATWOOT_API_ACCESS_TOKEN": "tok", "WEBHOOK_TOKEN": "hook",
+           "SERVER_PORT": str(port), "SERVER_DATA_DIR": str(data),
+           "CHATWOOT_QUEUE_CONCURRENCY": "2"}
+    status_url = f"http://127.0.0.1:{port}/global-status"
+    proc = ponte("run", env=env, cwd=tmp_path)
+    seen: list[psutil.Process] = []
+    try:
+        wait_for(lambda: _get(status_url), timeout=40, message="/global-status")
+        serve = wait_for(lambda: _program(proc.pid, "serve"), timeout=20, message="serve")
+        worker = wait_for(lambda: _program(proc.pid, "worker"), timeout=20, message="worker")
+        pool = wait_for(lambda: len(worker.children()) >= 2 and worker.children(), timeout=20,
+                        message="the worker pool's workers")
+        seen += [worker, *pool]
+        # The OOM killer's way: no signal handler runs, the pool's workers are orphaned.
+        worker.send_signal(signal.SIGKILL)
+        again = wait_for(lambda: (p := _program(proc.pid, "worker")) and p.pid != worker.pid
+                         and p, timeout=20, message="a new worker program")
+        seen += [again]
+        # The orphans leave by themselves; the new pool registers its own workers.
+        wait_for(lambda: not any(_alive(p) for p in pool), timeout=20,
+                 message="the old pool's workers to stop")
+        status = wait_for(lambda: (s := _get(status_url)) and s["workers"] == 2 and s,
+                          timeout=20, message="two live workers")
+        assert status["redis"] == {"ok": True}
+        assert _program(proc.pid, "serve") == serve  # the others were left alone
+        seen += [serve, *again.children()]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, (tmp_path / "ponte.log").read_text()[-3000:]
+    assert [p.pid for p in seen if _alive(p)] == []  # nothing left behind
+    log = (tmp_path / "ponte.log").read_text()
+    assert "exited: worker (terminated by SIGKILL; not expected)" in log
+
+
+def _program(pid: int, name: str) -> psutil.Process | None:
+    """The process of supervisord's program `name` (serve or worker), if it runs."""
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return None
+    for child in children:
+        try:
+            if child.cmdline()[-2:] == [str(Path(sys.executable).parent / "ponte"), name] or \
+                    child.cmdline()[-1:] == [name]:
+                return child
+        except psutil.Error:  # exited meanwhile, or a zombie not yet reaped
+            continue
+    return None
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

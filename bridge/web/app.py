@@ -23,7 +23,7 @@ from bridge.outbound import OutboundSender
 from bridge.sidecar.supervisor import InstanceSupervisor
 from bridge.store import connection
 from bridge.store.registry import Registry
-from bridge.web import admin, status, webhook
+from bridge.web import admin, page, status, webhook
 from bridge.web.services import Services
 
 SWEEP_INTERVAL_SECONDS = 15.0
@@ -76,5 +76,5 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
             redis_sync.close()
 
     # Each web module owns its routes; this is the one place that gathers them.
-    routes = [*webhook.ROUTES, *status.ROUTES, *admin.ROUTES]
+    routes = [*webhook.ROUTES, *status.ROUTES, *page.ROUTES, *admin.ROUTES]
     return Starlette(routes=routes, lifespan=lifespan)
