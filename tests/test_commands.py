@@ -64,6 +64,28 @@ def test_erga_on_a_healthy_number_asks_before_replacing_it(desk: Desk) -> None:
     assert desk.say("erga confirmar", 12)["outcome"] == "nothing_to_confirm"
 
 
+def test_confirming_a_pair_question_relinks_by_pairing_code(desk: Desk) -> None:
+    linked(desk)
+    assert desk.say("erga pair +55 11 988887777", 10)["outcome"] == "already_linked"
+    assert desk.redis.hget(keys.instance(INSTANCE), "pairing_phone") in (None, b"")
+    assert desk.say("erga confirmar", 11)["outcome"] == "relinking"
+    # The phone given with `pair` is kept: the new link is by pairing code, not by QR.
+    assert desk.redis.hget(keys.instance(INSTANCE), "pairing_phone") == b"5511988887777"
+    wait_for(lambda: desk.runs() == 2, message="a new pairing")
+
+
+def test_a_bare_confirmar_confirms_the_inbox_the_question_was_about(desk: Desk) -> None:
+    linked(desk)
+    # Asked from another conversation (of inbox 2) about inbox 7 by id: a bare `confirmar`
+    # there means inbox 7, not the conversation's own inbox.
+    other = {"inbox_id": 2, "conversation_id": 77}
+    answer = desk.post(payload("erga 7", private=True, message_id=10, **other)).json()
+    assert answer["outcome"] == "already_linked"
+    answer = desk.post(payload("erga confirmar", private=True, message_id=11, **other)).json()
+    assert answer["outcome"] == "relinking"
+    wait_for(lambda: "logout" in desk.sidecar_commands(), message="inbox 7's number unlinked")
+
+
 def test_status_and_list_describe_the_numbers(desk: Desk) -> None:
     linked(desk)
     desk.say("erga status", 10)

@@ -120,8 +120,15 @@ def lease(instance_id: InstanceId) -> str:
 
 
 def confirmation(instance_id: InstanceId) -> str:
-    """Flag: an operator asked to re-link a healthy number; `erga confirmar` may follow."""
+    """An operator asked to re-link a healthy number (JSON: where, and the pairing phone when
+    it was `erga pair`); `erga confirmar` may follow."""
     return f"{PREFIX}:confirm:{instance_id}"
+
+
+def confirmation_asked_in(account_id: int, conversation_id: int) -> str:
+    """The instance whose re-link the last question in this conversation was about, so that a
+    bare `erga confirmar` there confirms it even when it named another inbox."""
+    return f"{PREFIX}:confirm-in:{account_id}:{conversation_id}"
 
 
 def outbox(instance_id: InstanceId) -> str:

@@ -23,6 +23,7 @@ from bridge.errors import ChatwootError
 from bridge.ids import InstanceId, make_instance_id, normalize_phone
 from bridge.operations import InstanceView, Operations
 from bridge.store import keys
+from bridge.store.connection import as_text
 from bridge.texts import state_name
 from bridge.web.services import Services
 
@@ -116,8 +117,13 @@ async def _link(run: _Run, *, pairing_phone: str | None = None,
     label = view.label if view else f"#{inbox_id}"
     if outcome == "already_linked":
         # A second `erga` must not log out a healthy number by accident: ask first.
-        await run.s.redis.set(keys.confirmation(instance_id), json.dumps(
-            {"conversation_id": run.m.conversation.id}), ex=CONFIRM_SECONDS)
+        async with run.s.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.confirmation(instance_id), json.dumps(
+                {"conversation_id": run.m.conversation.id, "pairing_phone": pairing_phone}),
+                ex=CONFIRM_SECONDS)
+            pipe.set(keys.confirmation_asked_in(run.m.account.id, run.m.conversation.id),
+                     instance_id, ex=CONFIRM_SECONDS)
+            await pipe.execute()
         await run.note(run.texts.confirm_relink.format(
             number=view.number if view else "?", inbox=label, keyword=run.keyword))
     elif outcome == "resuming":
@@ -136,13 +142,26 @@ async def _pair(run: _Run) -> str:
 
 
 async def _confirm(run: _Run) -> str:
-    instance_id = run.target()
+    asked_in = keys.confirmation_asked_in(run.m.account.id, run.m.conversation.id)
+    if run.args:
+        instance_id = run.target()
+    else:  # what the question in this conversation was about (it may name another inbox)
+        asked = await run.s.redis.get(asked_in)
+        instance_id = InstanceId(as_text(asked)) if asked else run.here()
     view = await run.ops.view(instance_id)
-    if not await run.s.redis.getdel(keys.confirmation(instance_id)) or view is None:
+    pending = await run.s.redis.getdel(keys.confirmation(instance_id))
+    if not pending or view is None:
         await run.note(run.texts.nothing_to_confirm.format(
             inbox=view.label if view else f"#{instance_id}"))
         return "nothing_to_confirm"
+    await run.s.redis.delete(asked_in)
+    try:
+        phone = json.loads(pending).get("pairing_phone")
+    except (ValueError, AttributeError):
+        phone = None
+    # `erga pair <phone>` asked the question: the re-link goes on by pairing code, not QR.
     await run.ops.link(view.account_id, view.inbox_id, replace_number=True,
+                       pairing_phone=phone if isinstance(phone, str) and phone else None,
                        notify=(run.m.account.id, run.m.conversation.id))
     await run.note(run.texts.linking_started.format(inbox=view.label))
     return "relinking"
