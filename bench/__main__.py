@@ -12,15 +12,27 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import ROOT, bridge, bridge_report, machine, memory, memory_report, report, startup
+from bench import (
+    ROOT,
+    bridge,
+    bridge_report,
+    fleet,
+    machine,
+    memory,
+    memory_report,
+    report,
+    startup,
+    webhook,
+)
 from bench.infra import redis_server
 from bench.memory import Baselines
 from bench.report import Section
+from bench.sidecar import PRODUCTION_COMMAND
 from bridge.config import Settings
 from tests.fakes.chatwoot import FakeChatwoot
 from tests.fakes.whatsapp import WhatsAppSimulator
 
-ALL = ("startup", "bridge", "memory")
+ALL = ("startup", "bridge", "webhook", "memory")
 DOCS = ROOT / "docs" / "benchmarks.md"
 
 
@@ -38,8 +50,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="messages per phase, bridge and sidecar alone (default 100, "
                              "quick 10)")
     parser.add_argument("--settle", type=float, default=None,
-                        help="idle seconds after the link before the settled memory sample "
-                             "(default 30, quick 2)")
+                        help="idle seconds after the link before the settled memory sample, "
+                             "and at each fleet step (default 30, quick 2)")
+    parser.add_argument("--fleet", default=None,
+                        help="memory: numbers (linked sidecars) running at once, comma-separated "
+                             "steps (default 1,10,20, quick 1,2); idle time per step: --settle")
+    parser.add_argument("--fleet-messages", type=int, default=None,
+                        help="memory: messages one sidecar of the largest fleet receives and "
+                             "sends (default 50, quick 5)")
+    parser.add_argument("--candidates", action="store_true",
+                        help="memory: also measure each candidate sidecar command (bench/fleet.py "
+                             "CANDIDATES) at the largest fleet size; ~2 min each")
     parser.add_argument("--concurrency", type=int, default=default_concurrency,
                         help=f"CHATWOOT_QUEUE_CONCURRENCY for the worker "
                              f"(default {default_concurrency}, Ponte's default)")
@@ -58,6 +79,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.messages < 10 or args.messages % 10:
         parser.error("--messages must be a multiple of 10 (one burst is spread over ten chats)")
     args.settle = args.settle if args.settle is not None else (2.0 if args.quick else 30.0)
+    try:
+        args.fleet = sorted({int(n) for n in (args.fleet or ("1,2" if args.quick else "1,10,20"))
+                             .split(",") if n.strip()})
+    except ValueError:
+        parser.error("--fleet takes comma-separated numbers of sidecars")
+    if not args.fleet or min(args.fleet) < 1:
+        parser.error("--fleet needs at least one step of one sidecar or more")
+    if args.fleet_messages is None:
+        args.fleet_messages = 5 if args.quick else 50
     if args.no_write:
         args.out = None
     elif args.out is None and full:
@@ -90,6 +120,34 @@ def _bridge(args: argparse.Namespace, work: Path) -> tuple[Section, bridge.Bridg
     return bridge_report.section(linked, opts), linked
 
 
+def _webhook(args: argparse.Namespace, work: Path) -> Section:
+    print("Chatwoot's webhooks under load…", flush=True)
+    opts = webhook.Options(concurrency=args.concurrency)
+    if args.quick:
+        opts.steps = (webhook.Step(50, 2), webhook.Step(200, 2))
+        opts.conversations = 20
+    (work / "webhook-redis").mkdir()
+    with redis_server(work / "webhook-redis") as redis, FakeChatwoot() as fake:
+        return webhook.section(webhook.run(fake, work, redis, opts))
+
+
+def _fleet(args: argparse.Namespace, work: Path) -> fleet.FleetResults:
+    largest = max(args.fleet)
+    plans = [fleet.Plan(PRODUCTION_COMMAND, tuple(args.fleet), args.fleet_messages)]
+    if PRODUCTION_COMMAND != fleet.UNTUNED_COMMAND:
+        # The "before": Node's and V8's defaults, same code and steps.
+        plans.append(fleet.Plan(fleet.UNTUNED_COMMAND, tuple(args.fleet), args.fleet_messages))
+    if args.candidates:
+        plans += [fleet.Plan(command, (largest,), args.fleet_messages, label)
+                  for label, command in fleet.CANDIDATES]
+    print(f"sidecar fleets of {', '.join(map(str, args.fleet))} linked numbers…", flush=True)
+    sim = WhatsAppSimulator(work / "simulator-fleet.log").start()
+    try:
+        return fleet.run(sim, work, plans, args.settle)
+    finally:
+        sim.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
@@ -100,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     base: Baselines | None = None
     runs: startup.StartupRuns | None = None
     linked: bridge.BridgeResults | None = None
+    fleets: fleet.FleetResults | None = None
+    imports: list[dict[str, float]] | None = None
     try:
         if "memory" in args.only:
             print("memory baselines…", flush=True)
             base = memory.baselines(work / "baseline-sidecar.log", 2.0 if args.quick else 3.0)
+            imports = memory.import_costs(PRODUCTION_COMMAND)
         if "startup" in args.only:
             section, runs = _startup(args, work)
             sections.append(section)
@@ -112,8 +173,14 @@ def main(argv: list[str] | None = None) -> int:
             section, linked = _bridge(args, work)
             sections.append(section)
             print(section.markdown() + "\n", flush=True)
+        if "webhook" in args.only:
+            section = _webhook(args, work)
+            sections.append(section)
+            print(section.markdown() + "\n", flush=True)
+        if "memory" in args.only:
+            fleets = _fleet(args, work)
         if base is not None or runs is not None or linked is not None:
-            section = memory_report.section(base, runs, linked)
+            section = memory_report.section(base, runs, linked, fleets, imports)
             sections.append(section)
             print(section.markdown() + "\n", flush=True)
     except Exception:

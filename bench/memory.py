@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -47,8 +50,14 @@ const call = (method, params = {}) => new Promise((resolve, reject) => {
   pending.set(id, { resolve, reject });
   ws.send(JSON.stringify({ id, method, params }));
 });
-const usage = async () => JSON.parse((await call('Runtime.evaluate', {
-  expression: 'JSON.stringify(process.memoryUsage())', returnByValue: true })).result.value);
+const evaluate = async (expression) => JSON.parse((await call('Runtime.evaluate', {
+  expression, returnByValue: true })).result.value);
+const usage = () => evaluate('JSON.stringify(process.memoryUsage())');
+// V8's own account of its heap, by space (physical = resident); getBuiltinModule works in an
+// ES module's context, where `require` does not exist.
+const spaces = () => evaluate(`JSON.stringify(process.getBuiltinModule('v8')
+  .getHeapSpaceStatistics().map((s) => ({ name: s.space_name, size: s.space_size,
+    used: s.space_used_size, physical: s.physical_space_size })))`);
 ws.on('message', (data) => {
   const m = JSON.parse(data);
   const p = pending.get(m.id);
@@ -63,7 +72,7 @@ ws.on('open', async () => {
     await call('HeapProfiler.collectGarbage');
     await call('HeapProfiler.collectGarbage');  // a second pass frees what the first finalized
     const after = await usage();
-    process.stdout.write(JSON.stringify({ before, after }));
+    process.stdout.write(JSON.stringify({ before, after, spaces: await spaces() }));
     ws.close();
   } catch (err) { console.error(String(err)); process.exit(1); }
 });
@@ -71,10 +80,19 @@ ws.on('open', async () => {
 
 
 @dataclass(frozen=True)
+class HeapSpace:
+    name: str  # V8's space name: new_space, old_space, code_space, large_object_space, ...
+    size: int  # committed
+    used: int  # live objects (after the GC)
+    physical: int  # resident
+
+
+@dataclass(frozen=True)
 class GcResult:
     before: dict[str, int]  # process.memoryUsage() inside the sidecar: rss, heapTotal, heapUsed,
     after: dict[str, int]   # external, arrayBuffers
     memory: MemorySample    # /proc figures right after the GC
+    spaces: tuple[HeapSpace, ...] = ()  # V8's heap by space, after the GC
 
 
 def force_gc(pid: int, inspect_port: int) -> GcResult:
@@ -97,7 +115,10 @@ def force_gc(pid: int, inspect_port: int) -> GcResult:
     if out.returncode != 0:
         raise BenchError(f"inspector GC failed: {out.stderr.strip()[-500:]}")
     data = json.loads(out.stdout)
-    return GcResult(before=data["before"], after=data["after"], memory=sample(pid))
+    spaces = tuple(HeapSpace(str(s["name"]), int(s["size"]), int(s["used"]), int(s["physical"]))
+                   for s in data.get("spaces", []))
+    return GcResult(before=data["before"], after=data["after"], memory=sample(pid),
+                    spaces=spaces)
 
 
 # --- baselines -----------------------------------------------------------------------------
@@ -171,3 +192,68 @@ def baselines(log: Path, settle_s: float) -> Baselines:
         closed_frames=[str(f.data.get("state") or f.type) + (
             f" {f.data.get('status_code')}" if f.data.get("state") == "close" else "")
             for f in frames])
+
+
+# --- where a process's pages are --------------------------------------------------------------
+@dataclass(frozen=True)
+class Mappings:
+    """A process's resident memory by kind of mapping (/proc/PID/smaps), in bytes."""
+    rss: dict[str, int]
+    pss: dict[str, int]
+    private: dict[str, int]  # Private_Clean + Private_Dirty: what only this process holds
+
+
+_MAPPING_LINE = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
+MAPPING_KINDS = ("node binary", "shared libraries", "other files", "anonymous", "stacks")
+
+
+def mappings(pid: int) -> Mappings:
+    """Anonymous mappings and the brk heap are V8's heap pages, malloc's arenas (Node, V8 and
+    OpenSSL internals, compiled code metadata), WebAssembly memory and code, and thread stacks
+    other than the main one; files are the node binary, shared libraries and anything mmapped."""
+    exe = os.path.realpath(f"/proc/{pid}/exe")
+    rss = dict.fromkeys(MAPPING_KINDS, 0)
+    pss = dict.fromkeys(MAPPING_KINDS, 0)
+    private = dict.fromkeys(MAPPING_KINDS, 0)
+    kind = "anonymous"
+    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as smaps:
+        for line in smaps:
+            # A mapping's first line: range perms offset dev inode path
+            if _MAPPING_LINE.match(line):
+                fields = line.split(None, 5)
+                path = fields[5].strip() if len(fields) > 5 else ""
+                if path == exe:
+                    kind = "node binary"
+                elif path == "[stack]":
+                    kind = "stacks"
+                elif path in ("", "[heap]") or path.startswith("[anon"):
+                    kind = "anonymous"
+                elif ".so" in os.path.basename(path):
+                    kind = "shared libraries"
+                else:
+                    kind = "other files"  # incl. [vdso], [vvar]
+                continue
+            head, _, rest = line.partition(":")
+            if head in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                value = int(rest.split()[0]) * 1024
+                if head == "Rss":
+                    rss[kind] += value
+                elif head == "Pss":
+                    pss[kind] += value
+                else:
+                    private[kind] += value
+    return Mappings(rss=rss, pss=pss, private=private)
+
+
+# --- what loading costs ---------------------------------------------------------------------
+def import_costs(command: str) -> list[dict[str, Any]]:
+    """bench/imports.mjs run by the `node` of `command`, with its node options."""
+    argv = shlex.split(command)
+    script = next(i for i, arg in enumerate(argv) if arg.endswith(("main.js", ".mjs", ".js")))
+    probe = [*argv[:script], "--expose-gc", "bench/imports.mjs"]
+    out = subprocess.run(probe, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=False, env={k: v for k, v in os.environ.items()
+                                           if k in ("PATH", "HOME", "LANG", "TZ")})
+    if out.returncode != 0:
+        raise BenchError(f"bench/imports.mjs failed: {out.stderr.strip()[-500:]}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]

@@ -16,8 +16,10 @@ from typing import IO, Any
 
 from bench import ROOT
 from bench.infra import BenchError
+from bridge.config import Settings
 
-PRODUCTION_COMMAND = "node sidecar/main.js"  # BAILEYS_SIDECAR_COMMAND's default
+# BAILEYS_SIDECAR_COMMAND's default: what a sidecar runs as unless the operator says otherwise.
+PRODUCTION_COMMAND: str = Settings.model_fields["baileys_sidecar_command"].default
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,12 @@ class Sidecar:
                     seen = [f.data.get("state", f.type) for f in self._frames]
                     raise BenchError(f"sidecar {self.pid}: expected frame not seen; got {seen}")
                 self._changed.wait(min(remaining, 0.1))
+
+    def command(self, command: dict[str, Any]) -> None:
+        """One JSON command line on the sidecar's stdin (docs/protocol.md)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
+        self.proc.stdin.flush()
 
     def stop(self, timeout: float = 15.0) -> float:
         """Stdin EOF (the bridge going away): the sidecar ends the socket, flushes its auth

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     baileys_wa_websocket_url: str = "wss://web.whatsapp.com/ws/chat"
     baileys_wa_version: str = Field("2.3000.1043857760", pattern=r"^\d+\.\d+\.\d+$")
     # Two V8 settings for many mostly idle sidecars on one host (docs/benchmarks.md, "Sidecar
-    # memory", `python -m bench --only memory --candidates`), -30 MiB PSS each at 20 numbers:
+    # memory", `python -m bench --only memory --candidates`): 25-30 MiB less PSS each at 20 numbers.
     # --max-semi-space-size=1: a young generation of 1 MiB per semi-space instead of 16. An idle
     #   sidecar allocates too little to trigger a scavenge, so it kept up to ~20 MiB of dead young
     #   objects resident; old space, Buffers and streamed media are not affected.
