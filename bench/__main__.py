@@ -173,14 +173,14 @@ def main(argv: list[str] | None = None) -> int:
             section, linked = _bridge(args, work)
             sections.append(section)
             print(section.markdown() + "\n", flush=True)
-        if "webhook" in args.only:
-            section = _webhook(args, work)
-            sections.append(section)
-            print(section.markdown() + "\n", flush=True)
         if "memory" in args.only:
             fleets = _fleet(args, work)
         if base is not None or runs is not None or linked is not None:
             section = memory_report.section(base, runs, linked, fleets, imports)
+            sections.append(section)
+            print(section.markdown() + "\n", flush=True)
+        if "webhook" in args.only:
+            section = _webhook(args, work)
             sections.append(section)
             print(section.markdown() + "\n", flush=True)
     except Exception:

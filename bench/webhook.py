@@ -14,14 +14,16 @@ answered), each on a new connection as Chatwoot's RestClient does. Latency is fr
 request leaves to its answer; "late start" is how far the generator fell behind its schedule
 (when it is large, the figures understate the wait a real sender would see).
 
-While the load runs, serve also sends each message to the sidecar and marks it `sent` in
-Chatwoot, and the fake Chatwoot answers that with a `message_updated` webhook of its own: the
-load serve sees is larger than the generator's rate, as it is in production.
+While the load runs, serve also does the send: it reads each message from the outbox, hands it
+to the sidecar and records the result, on the same event loop that answers the webhooks. Every
+webhook is a message to relay (the most work a webhook causes); in production a good share of
+Chatwoot's webhooks are cheaper (notes, status echoes, our own posts, ignored at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import hmac
 import json
@@ -179,7 +181,13 @@ class _Bench:
         result = StepResult(step)
         cpu_before = self.serve_cpu()
         begun = time.monotonic()
-        asyncio.run(self.fire(step, bodies, result))
+        # The generator's own garbage collector (thousands of tasks in flight) must not stall
+        # it mid-request: that would show up as serve's latency.
+        gc.disable()
+        try:
+            asyncio.run(self.fire(step, bodies, result))
+        finally:
+            gc.enable()
         # What was answered 2xx must reach WhatsApp; what was not, Chatwoot marks failed.
         wanted = {f"{tag}-{k}" for k in result.accepted}
         wait_until(lambda: wanted <= self.sends(), timeout=120 + count / 20,
@@ -239,12 +247,13 @@ def section(results: WebhookResults) -> Section:
 
 
 _HOW = """\
-Real `ponte serve` answering signed `message_created` webhooks for one linked number, POSTed at a
-fixed rate by an open-loop generator (a new connection per webhook, as Chatwoot's RestClient
-does). Latency is request sent → answer received, on loopback; "late start" is how far behind
-its schedule the generator sent (it shares the CPUs with serve). The target is p99 ≤ 20 ms at
-200 webhooks/s. Serve also sends each message to the (scripted) sidecar meanwhile, and the fake
-Chatwoot fires a `message_updated` webhook back for each `sent` mark, so serve's real load is
-about twice the rate shown. "All sent after" is from the first request to the last message
-handed to the sidecar. `bench/webhook.py` has the details.
+Real `ponte serve` answering signed `message_created` webhooks (each one an agent's message to
+relay) for one linked number, POSTed at a fixed rate by an open-loop generator (plain HTTP/1.1, a
+new connection per webhook, as Chatwoot's RestClient does). Latency is request sent → status line
+received, on loopback; "late start" is how far behind its schedule the generator sent (it shares
+the two CPUs with serve, the worker, Redis and the sidecar; its garbage collector is off while it
+fires). The target is p99 ≤ 20 ms at 200 webhooks/s. Serve also sends each message to the
+(scripted) sidecar meanwhile, on the same event loop. "All sent after" is from the first request
+to the last message handed to the sidecar; "serve CPU" is serve's user + system time over the
+step and its drain, divided by the requests. `bench/webhook.py` has the details.
 """

@@ -139,11 +139,14 @@ class OutboundSender:
                 continue
             for entry_id, entry in entries:
                 try:
+                    acknowledged = False
                     if entry.action == "revoke":
                         await self._revoke(runner, entry)
                     else:
-                        await self._deliver(runner, entry, fresh=not pending)
-                    await outbox.done(entry_id)
+                        acknowledged = await self._deliver(
+                            runner, entry, fresh=not pending, finish=(outbox, entry_id))
+                    if not acknowledged:
+                        await outbox.done(entry_id)
                 except Finishing:
                     return  # unacknowledged: the next start reads it again
                 except (ConnectionError, OSError, aioredis.RedisError):
@@ -155,12 +158,19 @@ class OutboundSender:
                     break
 
     # --- sending ----------------------------------------------------------------------------
-    async def _deliver(self, runner: InstanceRunner, entry: OutboxEntry, *, fresh: bool) -> None:
-        """`fresh`: read for the first time (not left unacknowledged by a previous run)."""
+    async def _deliver(self, runner: InstanceRunner, entry: OutboxEntry, *, fresh: bool,
+                       finish: tuple[Outbox, str]) -> bool:
+        """`fresh`: read for the first time (not left unacknowledged by a previous run).
+        True when the entry was acknowledged here: a one-part message that went out finishes
+        in the same transaction that records it (`finish`: its outbox and entry id), one Redis
+        round trip instead of three (record, acknowledge, take the read-receipt list)."""
         log = logger.bind(instance=runner.instance_id, cw_message_id=entry.cw_message_id,
                           conversation_id=entry.conversation_id)
         account_id, _ = parse_instance_id(runner.instance_id)
         parts = plan(entry)
+        unread = self._unread_key(runner, entry)
+        unread_ids: list[str] | None = None
+        acknowledged = False
         sent = SentParts(self._redis, account_id, entry.cw_message_id)
         if not fresh:  # read again after a restart: some parts may have gone out already
             await sent.load()
@@ -186,12 +196,23 @@ class OutboundSender:
                 cw_message_id=entry.cw_message_id, from_me=True)
             # One round trip: the part counts as sent, its ids are mapped, and a tick that
             # arrived before the mapping is taken.
+            last = len(parts) == 1
             async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.getdel(keys.early_status(runner.instance_id, wa_id))
                 sent.record(pipe, number, wa_id)
                 queue_put(pipe, mapping)
-                pipe.getdel(keys.early_status(runner.instance_id, wa_id))
-                *_, early = await pipe.execute()
-            await self._dispatcher.apply_early_status(mapping, early)
+                if last:
+                    finish[0].queue_done(pipe, finish[1])
+                    if unread:
+                        # Taken now; read receipts are best effort (a failed one is not
+                        # retried), so they need not outlive this entry.
+                        pipe.lrange(unread, 0, -1)
+                        pipe.delete(unread)
+                replies = await pipe.execute()
+            acknowledged = last
+            if last and unread:
+                unread_ids = [as_text(i) for i in replies[-2]]
+            await self._dispatcher.apply_early_status(mapping, replies[0])
         if sent.sent and min(sent.sent) != max(sent.sent):
             # Replies to this Chatwoot message quote its first part.
             first = sent.sent[min(sent.sent)]
@@ -203,7 +224,12 @@ class OutboundSender:
             await self._fail(entry, "; ".join(dict.fromkeys(failures)))
         elif sent.sent:
             log.info("Agent message sent")
-            await self._mark_read(runner, entry)
+            if unread_ids is None and unread:
+                unread_ids = [as_text(i) for i in await self._redis.lrange(unread, 0, -1)]
+                await self._redis.delete(unread)
+            if unread_ids:
+                await self._mark_read(runner, entry, unread_ids)
+        return acknowledged
 
     def _quote(self, entry: OutboxEntry) -> Quote | None:
         if entry.quote is None:
@@ -298,18 +324,18 @@ class OutboundSender:
         logger.bind(instance=runner.instance_id, cw_message_id=entry.cw_message_id).info(
             "Agent message deleted on WhatsApp")
 
-    async def _mark_read(self, runner: InstanceRunner, entry: OutboxEntry) -> None:
-        """An agent answered: the customer's messages count as read (optional)."""
+    def _unread_key(self, runner: InstanceRunner, entry: OutboxEntry) -> str | None:
+        """Where the customer's unanswered message ids wait, when an answer marks them read."""
         if not self._settings.chatwoot_mark_read_on_reply or not is_user_jid(entry.jid):
-            return
-        key = keys.unread(runner.instance_id, entry.jid)
-        ids = [as_text(i) for i in await self._redis.lrange(key, 0, -1)]
-        if not ids:
-            return
+            return None
+        return keys.unread(runner.instance_id, entry.jid)
+
+    async def _mark_read(self, runner: InstanceRunner, entry: OutboxEntry,
+                         ids: list[str]) -> None:
+        """An agent answered: the customer's messages count as read (optional)."""
         try:
             await runner.request(lambda cid: MarkReadCommand(id=cid, jid=entry.jid,
                                                              message_ids=ids))
-            await self._redis.delete(key)
         except SidecarError as err:
             logger.bind(code=err.code).debug("Read receipts not sent")
 

@@ -104,9 +104,13 @@ class Outbox:
 
     async def done(self, entry_id: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.key, GROUP, entry_id)
-            pipe.xdel(self.key, entry_id)
+            self.queue_done(pipe, entry_id)
             await pipe.execute()
+
+    def queue_done(self, pipe: aioredis.client.Pipeline, entry_id: str) -> None:
+        """`done`, in the caller's MULTI (with what finishing the entry writes anyway)."""
+        pipe.xack(self.key, GROUP, entry_id)
+        pipe.xdel(self.key, entry_id)
 
     async def depth(self) -> int:
         return int(await self._redis.xlen(self.key))

@@ -44,22 +44,39 @@ class _Claim:
     checks the delivery id, together with its own key (the Chatwoot message id: Chatwoot may
     fire `message_created` twice, each time with a new delivery id)."""
 
+    # Both claims and, when both are new, the outbox entry: one round trip for the common case
+    # (an agent's message to relay). A script runs atomically, so a duplicate never appends.
+    _CLAIM_AND_APPEND = """
+    local first = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+    if #KEYS > 2 and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
+        return 2
+    end
+    if not first then return 1 end
+    if ARGV[2] ~= '' then redis.call('XADD', KEYS[2], '*', 'entry', ARGV[2]) end
+    return 0
+    """
+
     def __init__(self, services: Services, delivery: str | None) -> None:
         self._redis = services.redis
         self._delivery = delivery
 
     async def duplicate(self, kind: str, value: str, what: str) -> str | None:
         """None the first time; else why this is a duplicate (the delivery, or `what`)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.webhook_seen(kind, value), "1", nx=True, ex=DEDUPE_TTL_SECONDS)
-            if self._delivery:
-                pipe.set(keys.webhook_seen("delivery", self._delivery), "1", nx=True,
-                         ex=DEDUPE_TTL_SECONDS)
-            first, *delivery = await pipe.execute()
+        return await self.append_unless_duplicate(kind, value, what, None)
+
+    async def append_unless_duplicate(self, kind: str, value: str, what: str,
+                                      outbox: tuple[Outbox, OutboxEntry] | None) -> str | None:
+        """Like `duplicate`; the first time, the entry is appended to the outbox with it."""
+        script = self._redis.register_script(self._CLAIM_AND_APPEND)
+        names = [keys.webhook_seen(kind, value), outbox[0].key if outbox else "-"]
+        if self._delivery:
+            names.append(keys.webhook_seen("delivery", self._delivery))
         self._delivery = None  # claimed now: a later action of this webhook must not trip on it
-        if delivery and not delivery[0]:
+        verdict = await script(keys=names, args=[DEDUPE_TTL_SECONDS,
+                                                 outbox[1].dumps() if outbox else ""])
+        if verdict == 2:
             return "duplicate delivery"
-        return None if first else f"duplicate {what}"
+        return f"duplicate {what}" if verdict == 1 else None
 
 
 def _answer(code: int, **body: Any) -> JSONResponse:
@@ -273,29 +290,33 @@ async def _relay(services: Services, message: MessageWebhook, claim: _Claim) -> 
     runner = services.supervisor.runner(instance_id)
     if runner is None and await services.registry.get(instance_id) is None:
         return _answer(200, status="ignored", reason="inbox is not linked to WhatsApp")
-    if duplicate := await claim.duplicate("cw", f"{account_id}:{message.id}", "message"):
-        return _answer(200, status="ignored", reason=duplicate)
+    claimed = f"{account_id}:{message.id}"
     texts = services.texts
     jid = recipient_jid(message)
-    if jid is None:
-        await _refuse(services, message, texts.reason_invalid_recipient)
-        return _answer(200, status="failed", reason="no WhatsApp recipient in the conversation")
-    if runner is None or not runner.alive:
-        await _refuse(services, message, texts.reason_not_connected)
-        return _answer(200, status="failed", reason="instance is not running")
+    refusal = (texts.reason_invalid_recipient if jid is None
+               else texts.reason_not_connected if runner is None or not runner.alive else None)
+    if jid is None or refusal is not None:
+        if duplicate := await claim.duplicate("cw", claimed, "message"):
+            return _answer(200, status="ignored", reason=duplicate)
+        await _refuse(services, message, refusal or texts.reason_invalid_recipient)
+        return _answer(200, status="failed", reason="no WhatsApp recipient in the conversation"
+                       if jid is None else "instance is not running")
     if not (message.content or "").strip() and not message.attachments:
         return _answer(200, status="ignored", reason="nothing to send")
     text = to_whatsapp(message.content or "") if (message.content or "").strip() else ""
     if text and services.settings.chatwoot_sign_agent_messages and message.sender_kind == "user":
         text = signed(text, message.sender.name if message.sender else None,
                       services.settings.chatwoot_signature_delimiter)
-    await Outbox(services.redis, instance_id).append(OutboxEntry(
+    entry = OutboxEntry(
         account_id=account_id, conversation_id=conversation_id, cw_message_id=message.id,
         jid=jid, text=text, at=time.time(), quote=await _quote(services, instance_id, message),
         attachments=tuple(
             OutboxAttachment(data_url=a.data_url, file_type=a.file_type or "file",
                              content_type=a.content_type, name=_attachment_name(a.data_url))
-            for a in message.attachments if a.data_url)))
+            for a in message.attachments if a.data_url))
+    if duplicate := await claim.append_unless_duplicate(
+            "cw", claimed, "message", (Outbox(services.redis, instance_id), entry)):
+        return _answer(200, status="ignored", reason=duplicate)
     services.outbound.notify(instance_id)
     logger.bind(instance=instance_id, cw_message_id=message.id,
                 conversation_id=conversation_id).debug("Agent message queued for WhatsApp")
