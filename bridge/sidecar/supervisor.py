@@ -243,6 +243,8 @@ class InstanceRunner:
                     self.transition(ProcessState.BACKOFF)
                     await self._pause(self._sup.settings.baileys_lease_ms / 1000)
                     continue
+                if self._stop_requested.is_set():
+                    break  # asked to stop while waiting for the lease
                 self.transition(ProcessState.STARTING)
                 started = time.monotonic()
                 code = await self._spawn_and_wait()
@@ -344,6 +346,11 @@ class InstanceRunner:
             self._log.bind(error=str(err)).error("Sidecar could not be started")
             return -1
         self._log.bind(pid=self.process.pid).info("Sidecar started")
+        if self._stop_requested.is_set():
+            # stop() ran while this process was being spawned (it had none to stop then): a
+            # logout or restart right after a start must not leave it running.
+            self.transition(ProcessState.STOPPING)
+            await self.process.stop(self._sup.settings.baileys_stop_wait_ms / 1000)
         self._settled.clear()
         watchdogs = [asyncio.create_task(self._watch_connecting(self.process)),
                      asyncio.create_task(self._watch_memory(self.process)),
