@@ -38,10 +38,7 @@ def test_missing_chatwoot_settings_stop_run_at_once_naming_each(tmp_path: Path) 
 def test_run_brings_up_redis_serve_and_worker_under_supervisord(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "data"
-    env = {**BASE_ENV, "CHATWOOT_BASE_URL": "http://127.0.0.1:9",
-           "CHATWOOT_API_ACCESS_TOKEN": "tok", "WEBHOOK_TOKEN": "hook",
-           "SERVER_PORT": str(port), "SERVER_DATA_DIR": str(data),
-           "CHATWOOT_QUEUE_CONCURRENCY": "2"}
+    env = _run_env(port, data)
     proc = ponte("run", env=env, cwd=tmp_path)
     try:
         status = wait_for(lambda: _get(f"http://127.0.0.1:{port}/global-status"), timeout=40,
@@ -75,29 +72,41 @@ def _get(url: str) -> dict[str, object] | None:
     return answer.json() if answer.status_code == 200 else None
 
 
-def _programs(pid: int) -> set[str]:
-    """Which of Ponte's programs run under supervisord `pid` (by their command line)."""
-    found = set()
+def _run_env(port: int, data: Path) -> dict[str, str]:
+    """`ponte run` with the Chatwoot settings present (Chatwoot itself is never reached)."""
+    return {**BASE_ENV, "CHATWOOT_BASE_URL": "http://127.0.0.1:9",
+            "CHATWOOT_API_ACCESS_TOKEN": "tok", "WEBHOOK_TOKEN": "hook",
+            "SERVER_PORT": str(port), "SERVER_DATA_DIR": str(data),
+            "CHATWOOT_QUEUE_CONCURRENCY": "2"}
+
+
+def _program_name(child: psutil.Process) -> str | None:
+    """Which of Ponte's programs (redis, serve, worker) `child` is, by its command line."""
     try:
-        children = psutil.Process(pid).children()
+        cmdline = child.cmdline()
+    except psutil.Error:  # exited meanwhile, or a zombie not yet reaped
+        return None
+    if cmdline[-1:] in (["serve"], ["worker"], ["redis"]):
+        return cmdline[-1]
+    return "redis" if "redis-server" in " ".join(cmdline) else None
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children()
     except psutil.NoSuchProcess:
-        return found
-    for child in children:
-        cmdline = " ".join(child.cmdline())
-        for name in ("redis", "serve", "worker"):
-            if cmdline.endswith(f"ponte {name}") or (name == "redis" and "redis-server" in
-                                                      cmdline):
-                found.add(name)
-    return found
+        return []
+
+
+def _programs(pid: int) -> set[str]:
+    """Which of Ponte's programs run under supervisord `pid`."""
+    return {name for child in _children(pid) if (name := _program_name(child))}
 
 
 def test_supervisord_brings_back_a_killed_program_and_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "data"
-    env = {**BASE_ENV, "CHATWOOT_BASE_URL": "http://127.0.0.1:9",
-           "CHATWOOT_API_ACCESS_TOKEN": "tok", "WEBHOOK_TOKEN": "hook",
-           "SERVER_PORT": str(port), "SERVER_DATA_DIR": str(data),
-           "CHATWOOT_QUEUE_CONCURRENCY": "2"}
+    env = _run_env(port, data)
     status_url = f"http://127.0.0.1:{port}/global-status"
     proc = ponte("run", env=env, cwd=tmp_path)
     seen: list[psutil.Process] = []
@@ -132,18 +141,7 @@ def test_supervisord_brings_back_a_killed_program_and_stops_everything(tmp_path:
 
 def _program(pid: int, name: str) -> psutil.Process | None:
     """The process of supervisord's program `name` (serve or worker), if it runs."""
-    try:
-        children = psutil.Process(pid).children()
-    except psutil.NoSuchProcess:
-        return None
-    for child in children:
-        try:
-            if child.cmdline()[-2:] == [str(Path(sys.executable).parent / "ponte"), name] or \
-                    child.cmdline()[-1:] == [name]:
-                return child
-        except psutil.Error:  # exited meanwhile, or a zombie not yet reaped
-            continue
-    return None
+    return next((child for child in _children(pid) if _program_name(child) == name), None)
 
 
 def _alive(process: psutil.Process) -> bool:

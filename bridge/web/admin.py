@@ -71,6 +71,18 @@ def _instance(request: Request) -> InstanceId | JSONResponse:
     return InstanceId(value)
 
 
+def _guarded_instance(request: Request) -> tuple[Operations, InstanceId] | JSONResponse:
+    """The token checked, then the path's instance id parsed: what every per-instance route
+    needs first; the refusal when either fails."""
+    guard = _guard(request)
+    if isinstance(guard, JSONResponse):
+        return guard
+    instance_id = _instance(request)
+    if isinstance(instance_id, JSONResponse):
+        return instance_id
+    return guard[1], instance_id
+
+
 async def list_instances(request: Request) -> Response:
     """
     summary: Every instance with its state.
@@ -124,25 +136,21 @@ async def get_instance(request: Request) -> Response:
       200: {description: "The instance."}
       404: {description: "No such instance."}
     """
-    guard = _guard(request)
-    if isinstance(guard, JSONResponse):
-        return guard
-    instance_id = _instance(request)
-    if isinstance(instance_id, JSONResponse):
-        return instance_id
-    view = await guard[1].view(instance_id)
+    target = _guarded_instance(request)
+    if isinstance(target, JSONResponse):
+        return target
+    ops, instance_id = target
+    view = await ops.view(instance_id)
     return _problem(404, "no such instance") if view is None else JSONResponse(_view_json(view))
 
 
 def _action(name: str) -> Any:
     async def endpoint(request: Request) -> Response:
-        guard = _guard(request)
-        if isinstance(guard, JSONResponse):
-            return guard
-        instance_id = _instance(request)
-        if isinstance(instance_id, JSONResponse):
-            return instance_id
-        done = await getattr(guard[1], name)(instance_id)
+        target = _guarded_instance(request)
+        if isinstance(target, JSONResponse):
+            return target
+        ops, instance_id = target
+        done = await getattr(ops, name)(instance_id)
         if not done:
             return _problem(404, "no such instance")
         return JSONResponse({"outcome": name}, status_code=202)
@@ -174,13 +182,11 @@ async def get_qr(request: Request) -> Response:
       200: {description: "The QR code."}
       404: {description: "No such instance, or it is not showing a QR code."}
     """
-    guard = _guard(request)
-    if isinstance(guard, JSONResponse):
-        return guard
-    instance_id = _instance(request)
-    if isinstance(instance_id, JSONResponse):
-        return instance_id
-    view = await guard[1].view(instance_id)
+    target = _guarded_instance(request)
+    if isinstance(target, JSONResponse):
+        return target
+    ops, instance_id = target
+    view = await ops.view(instance_id)
     if view is None or view.qr is None:
         return _problem(404, "this instance is not showing a QR code")
     kind = request.query_params.get("format", "png")
@@ -207,21 +213,19 @@ async def request_pairing_code(request: Request) -> Response:
       400: {description: "Invalid phone number."}
       404: {description: "No such instance."}
     """
-    guard = _guard(request)
-    if isinstance(guard, JSONResponse):
-        return guard
-    instance_id = _instance(request)
-    if isinstance(instance_id, JSONResponse):
-        return instance_id
+    target = _guarded_instance(request)
+    if isinstance(target, JSONResponse):
+        return target
+    ops, instance_id = target
     try:
         phone = normalize_phone(PairingRequest.model_validate_json(await request.body()).phone)
     except (ValidationError, ValueError) as err:
         return _problem(400, f"invalid request: {err}")
-    view = await guard[1].view(instance_id)
+    view = await ops.view(instance_id)
     if view is None:
         return _problem(404, "no such instance")
-    await guard[1].link(view.account_id, view.inbox_id, pairing_phone=phone.lstrip("+"),
-                        replace_number=view.linked)
+    await ops.link(view.account_id, view.inbox_id, pairing_phone=phone.lstrip("+"),
+                   replace_number=view.linked)
     return JSONResponse({"outcome": "pairing"}, status_code=202)
 
 

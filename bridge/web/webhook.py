@@ -12,9 +12,12 @@ import json
 import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
+from weakref import WeakKeyDictionary
 
+import redis.asyncio as aioredis
 from loguru import logger
 from pydantic import ValidationError
+from redis.commands.core import AsyncScript
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -46,7 +49,7 @@ class _Claim:
 
     # Both claims and, when both are new, the outbox entry: one round trip for the common case
     # (an agent's message to relay). A script runs atomically, so a duplicate never appends.
-    _CLAIM_AND_APPEND = """
+    CLAIM_AND_APPEND = """
     local first = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
     if #KEYS > 2 and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
         return 2
@@ -67,7 +70,7 @@ class _Claim:
     async def append_unless_duplicate(self, kind: str, value: str, what: str,
                                       outbox: tuple[Outbox, OutboxEntry] | None) -> str | None:
         """Like `duplicate`; the first time, the entry is appended to the outbox with it."""
-        script = self._redis.register_script(self._CLAIM_AND_APPEND)
+        script = _claim_script(self._redis)
         names = [keys.webhook_seen(kind, value), outbox[0].key if outbox else "-"]
         if self._delivery:
             names.append(keys.webhook_seen("delivery", self._delivery))
@@ -77,6 +80,17 @@ class _Claim:
         if verdict == 2:
             return "duplicate delivery"
         return f"duplicate {what}" if verdict == 1 else None
+
+
+_CLAIM_SCRIPTS: WeakKeyDictionary[aioredis.Redis, AsyncScript] = WeakKeyDictionary()
+
+
+def _claim_script(redis: aioredis.Redis) -> AsyncScript:
+    """The claim script of this client, registered once (not on every webhook)."""
+    script = _CLAIM_SCRIPTS.get(redis)
+    if script is None:
+        script = _CLAIM_SCRIPTS[redis] = redis.register_script(_Claim.CLAIM_AND_APPEND)
+    return script
 
 
 def _answer(code: int, **body: Any) -> JSONResponse:
@@ -293,14 +307,13 @@ async def _relay(services: Services, message: MessageWebhook, claim: _Claim) -> 
     claimed = f"{account_id}:{message.id}"
     texts = services.texts
     jid = recipient_jid(message)
-    refusal = (texts.reason_invalid_recipient if jid is None
-               else texts.reason_not_connected if runner is None or not runner.alive else None)
-    if jid is None or refusal is not None:
+    if jid is None or runner is None or not runner.alive:
+        note, why = ((texts.reason_invalid_recipient, "no WhatsApp recipient in the conversation")
+                     if jid is None else (texts.reason_not_connected, "instance is not running"))
         if duplicate := await claim.duplicate("cw", claimed, "message"):
             return _answer(200, status="ignored", reason=duplicate)
-        await _refuse(services, message, refusal or texts.reason_invalid_recipient)
-        return _answer(200, status="failed", reason="no WhatsApp recipient in the conversation"
-                       if jid is None else "instance is not running")
+        await _refuse(services, message, note)
+        return _answer(200, status="failed", reason=why)
     if not (message.content or "").strip() and not message.attachments:
         return _answer(200, status="ignored", reason="nothing to send")
     text = to_whatsapp(message.content or "") if (message.content or "").strip() else ""
