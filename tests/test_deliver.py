@@ -62,8 +62,11 @@ class Desk:
             schedule_drain(self.redis, mailbox.decode())
         deadline = time.monotonic() + timeout
         while True:
-            SimpleWorker(list(ALL_QUEUES), connection=self.redis).work(
-                burst=True, with_scheduler=True)
+            worker = SimpleWorker(list(ALL_QUEUES), connection=self.redis)
+            worker.work(burst=True, with_scheduler=True)
+            if worker.scheduler is not None:
+                # RQ's scheduler opens a client (and pool) of its own and never closes it.
+                worker.scheduler.connection.connection_pool.disconnect()
             if not until_empty or self.redis.scard(keys.MAILBOXES_PENDING) == 0:
                 return
             if time.monotonic() > deadline:
