@@ -18,8 +18,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from bridge.dispatch import Dispatcher
 from bridge.ids import InstanceId
+from bridge.relay.dispatch import Dispatcher
 from bridge.sidecar.protocol import MessageEvent
 from bridge.store import keys
 from tests.conftest import SettingsFactory, settings_env

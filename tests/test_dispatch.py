@@ -8,8 +8,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from bridge.dispatch import Dispatcher
 from bridge.ids import InstanceId
+from bridge.relay.dispatch import Dispatcher
 from bridge.sidecar.protocol import MessageEvent
 
 INSTANCE = InstanceId("1-7")

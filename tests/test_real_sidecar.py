@@ -9,8 +9,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from bridge.dispatch import Dispatcher
 from bridge.ids import InstanceId
+from bridge.relay.dispatch import Dispatcher
 from bridge.sidecar.supervisor import InstanceSupervisor, ProcessState
 from bridge.store.registry import Desired, InstanceRecord, Registry
 from tests.conftest import ROOT, SettingsFactory, free_port

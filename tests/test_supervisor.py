@@ -12,8 +12,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from bridge.dispatch import Dispatcher
 from bridge.ids import InstanceId
+from bridge.relay.dispatch import Dispatcher
 from bridge.sidecar.supervisor import ConnectionState, InstanceSupervisor, ProcessState
 from bridge.store import keys
 from bridge.store.registry import Desired, InstanceRecord, Registry

@@ -27,9 +27,9 @@ from redis.exceptions import RedisError
 
 from bridge import metrics
 from bridge.config import Settings
-from bridge.dispatch import Dispatcher
 from bridge.errors import ProtocolError, SidecarError, SidecarUnavailable
 from bridge.ids import InstanceId, normalize_jid, phone_from_jid
+from bridge.relay.dispatch import Dispatcher
 from bridge.sidecar import policy
 from bridge.sidecar.lease import Lease
 from bridge.sidecar.process import SidecarProcess, sidecar_env

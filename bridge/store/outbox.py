@@ -90,7 +90,7 @@ class Outbox:
         self, consumer: str, *, pending: bool, count: int = 10
     ) -> list[tuple[str, OutboxEntry]]:
         """Entries for this consumer: its unacknowledged ones (`pending`), or new ones. Never
-        blocks in Redis (see outbound.py)."""
+        blocks in Redis (see relay/outbound.py)."""
         reply: Any = await self._redis.xreadgroup(
             GROUP, consumer, {self.key: "0" if pending else ">"}, count=count)
         out: list[tuple[str, OutboxEntry]] = []

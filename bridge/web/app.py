@@ -19,8 +19,8 @@ from starlette.applications import Starlette
 from bridge import metrics
 from bridge.chatwoot.client import ChatwootClient
 from bridge.config import Settings
-from bridge.dispatch import Dispatcher
-from bridge.outbound import OutboundSender
+from bridge.relay.dispatch import Dispatcher
+from bridge.relay.outbound import OutboundSender
 from bridge.sidecar.supervisor import InstanceSupervisor
 from bridge.store import connection
 from bridge.store.registry import Registry

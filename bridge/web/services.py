@@ -12,9 +12,9 @@ from loguru import logger
 
 from bridge.chatwoot.client import ChatwootClient
 from bridge.config import Settings
-from bridge.dispatch import Dispatcher
 from bridge.metrics import Recorder
-from bridge.outbound import OutboundSender
+from bridge.relay.dispatch import Dispatcher
+from bridge.relay.outbound import OutboundSender
 from bridge.sidecar.supervisor import InstanceSupervisor
 from bridge.store.registry import Registry
 from bridge.texts import Texts, texts_for

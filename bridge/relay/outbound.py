@@ -23,9 +23,9 @@ from loguru import logger
 
 from bridge import attachments, audio, metrics
 from bridge.config import Settings
-from bridge.dispatch import Dispatcher
 from bridge.errors import SidecarError
 from bridge.ids import InstanceId, is_user_jid, parse_instance_id
+from bridge.relay.dispatch import Dispatcher
 from bridge.sidecar.protocol import (
     MarkReadCommand,
     Quote,
