@@ -200,8 +200,13 @@ class Recorder:
                 self._flush_later(), name="metrics-flush")
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self.FLUSH_SECONDS)
-        await self.flush()
+        # Recordings added while a write is in flight find this task still running and start
+        # no other: keep going until a write leaves nothing behind.
+        while True:
+            await asyncio.sleep(self.FLUSH_SECONDS)
+            await self.flush()
+            if not self._tally:
+                return
 
     async def flush(self) -> None:
         tally, self._tally = self._tally, Tally()
