@@ -99,8 +99,11 @@ def test_metrics_count_real_traffic_both_ways(fake_chatwoot: FakeChatwoot,
             families = scrape(flow.base)
             done = value(families, "ponte_failures_total", direction="wa_to_cw",
                          reason="ChatwootRejected") == 1 and value(
-                families, "ponte_queue_depth", queue="ponte-chatwoot") == 0
+                families, "ponte_queue_depth", queue="ponte-chatwoot") == 0 and value(
+                families, "ponte_messages_relayed_total", instance=instance,
+                direction="cw_to_wa", kind="text") is not None
             return families if done else None
+        # Serve writes its own counts every Recorder.FLUSH_SECONDS: wait for that write too.
         m = wait_for(drained, timeout=20, message="the failure counted, the queue empty")
 
         # Messages per direction and kind: the refused one is not relayed.
