@@ -130,6 +130,16 @@ def test_supervisord_brings_back_a_killed_program_and_stops_everything(tmp_path:
         assert status["redis"] == {"ok": True}
         assert _program(proc.pid, "serve") == serve  # the others were left alone
         seen += [serve, *again.children()]
+        # One worker killed on its own: RQ's scheduler, which it forked, must not live on as
+        # an orphan holding the scheduler lock (the new pool's retries would wait on it).
+        owner = wait_for(lambda: next((c for c in again.children() if c.children()), None),
+                         timeout=20, message="the worker that runs RQ's scheduler")
+        (scheduler,) = owner.children()
+        seen += [scheduler]
+        owner.send_signal(signal.SIGKILL)
+        wait_for(lambda: not _alive(scheduler), timeout=20,
+                 message="the killed worker's scheduler to stop")
+        seen += again.children()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
