@@ -54,12 +54,14 @@ class ChatwootError(PonteError):
 class ChatwootHTTPError(ChatwootError):
     """Chatwoot answered with an error status."""
 
-    def __init__(self, status: int, body: str, *, method: str = "", path: str = "") -> None:
+    def __init__(self, status: int, body: str, *, method: str = "", path: str = "",
+                 retry_after: float | None = None) -> None:
         super().__init__(f"Chatwoot {method} {path} answered {status}")
         self.status = status
         self.body = body
         self.method = method
         self.path = path
+        self.retry_after = retry_after  # seconds a 429/503 asked us to wait, when it said
 
 
 class ChatwootNotFound(ChatwootHTTPError):
@@ -81,7 +83,8 @@ class ChatwootUnavailable(ChatwootHTTPError):
 
 
 def chatwoot_error_for_status(
-    status: int, body: str, *, method: str = "", path: str = ""
+    status: int, body: str, *, method: str = "", path: str = "",
+    retry_after: float | None = None,
 ) -> ChatwootHTTPError:
     """The one place an HTTP status becomes an error class."""
     cls: type[ChatwootHTTPError]
@@ -93,7 +96,7 @@ def chatwoot_error_for_status(
         cls = ChatwootUnavailable
     else:
         cls = ChatwootRejected
-    return cls(status, body, method=method, path=path)
+    return cls(status, body, method=method, path=path, retry_after=retry_after)
 
 
 class IgnoreEvent(PonteError):

@@ -1,4 +1,4 @@
-"""Drain jobs for real: RQ SimpleWorker in burst mode, a real Redis, the fake Chatwoot."""
+"""Drain jobs for real: our RQ worker class in burst mode, a real Redis, the fake Chatwoot."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import redis
-from rq import SimpleWorker
 
 from bridge.ids import ChatKey, InstanceId, Jid
 from bridge.jobs import runtime
 from bridge.jobs.queues import ALL_QUEUES, schedule_drain
+from bridge.jobs.worker import PoolWorker
 from bridge.sidecar.protocol import MessageEvent
 from bridge.store import keys
 from bridge.store.mailbox import ItemKind, MailboxItem
@@ -62,7 +62,7 @@ class Desk:
             schedule_drain(self.redis, mailbox.decode())
         deadline = time.monotonic() + timeout
         while True:
-            worker = SimpleWorker(list(ALL_QUEUES), connection=self.redis)
+            worker = PoolWorker(list(ALL_QUEUES), connection=self.redis)
             worker.work(burst=True, with_scheduler=True)
             if worker.scheduler is not None:
                 # RQ's scheduler opens a client (and pool) of its own and never closes it.
@@ -185,7 +185,7 @@ def test_expired_qr_notes_are_not_posted(desk: Desk) -> None:
                               "content": "Conectado"})
     desk.redis.rpush(mailbox, stale.dumps(), fresh.dumps())
     schedule_drain(desk.redis, mailbox)
-    SimpleWorker(list(ALL_QUEUES), connection=desk.redis).work(burst=True)
+    PoolWorker(list(ALL_QUEUES), connection=desk.redis).work(burst=True)
     notes = [m["content"] for m in desk.fake.messages(conversation["id"]) if m["private"]]
     assert notes == ["Conectado"]
 
@@ -382,3 +382,28 @@ def test_an_undecryptable_message_is_a_note_and_a_count(desk: Desk) -> None:
     desk.work()
     assert [m["content"] for m in desk.fake.messages() if m["source_id"] == "WA-BAD"][-1] == \
         "agora decifrada"
+
+
+def test_a_429_waits_what_retry_after_asks_and_the_chat_keeps_its_order(desk: Desk) -> None:
+    desk.fake.retry_after = "2"  # a proxy in front of Chatwoot says how long to wait
+    desk.fake.fail(r"/messages$", method="POST", status=429, times=1)
+    for n in range(1, 4):
+        desk.whatsapp(f"WA{n}", f"mensagem {n}")
+    desk.work()
+    posts = [c for c in desk.fake.calls if c.method == "POST" and c.path.endswith("/messages")]
+    throttled, retried = posts[0], posts[1]
+    assert throttled.injected == "429"
+    # The backoff alone would have retried after ~0.1 s (bullmq_job_backoff_delay=100).
+    assert retried.at - throttled.at >= 1.9
+    assert [m["content"] for m in desk.posted()] == ["mensagem 1", "mensagem 2", "mensagem 3"]
+    assert desk.failed() == []
+
+
+def test_a_read_throttled_by_chatwoot_is_not_asked_again_at_once(desk: Desk) -> None:
+    desk.fake.retry_after = "1"
+    desk.fake.fail(r"/contact_inboxes/filter$", method="POST", status=429, times=1)
+    desk.whatsapp("WA1", "oi")
+    desk.work()
+    lookups = [c for c in desk.fake.calls if c.path.endswith("/contact_inboxes/filter")]
+    assert lookups[0].injected == "429" and lookups[1].at - lookups[0].at >= 0.9
+    assert [m["content"] for m in desk.posted()] == ["oi"]

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,24 @@ from bridge import __version__
 from bridge.errors import ChatwootNotFound, ChatwootUnavailable, chatwoot_error_for_status
 
 _READ_RETRY_PAUSES = (0.1, 0.3)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (delay-seconds or an HTTP date) in seconds from now."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +72,9 @@ class ChatwootClient:
         except httpx.TransportError as err:
             raise ChatwootUnavailable(0, type(err).__name__, method=method, path=path) from err
         if response.status_code >= 400:
-            raise chatwoot_error_for_status(response.status_code, response.text[:500],
-                                            method=method, path=path)
+            raise chatwoot_error_for_status(
+                response.status_code, response.text[:500], method=method, path=path,
+                retry_after=retry_after_seconds(response.headers.get("retry-after")))
         return response
 
     def _read(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -63,7 +83,9 @@ class ChatwootClient:
         for pause in _READ_RETRY_PAUSES:
             try:
                 return self._request(method, path, **kwargs)
-            except ChatwootUnavailable:
+            except ChatwootUnavailable as err:
+                if err.status == 429:
+                    raise  # throttled: asking again at once is what it asked us not to do
                 time.sleep(pause)
         return self._request(method, path, **kwargs)
 

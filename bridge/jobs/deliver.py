@@ -3,9 +3,14 @@
 Protocol (see store/mailbox.py): take the mailbox lock; handle the head item; record its effect
 (mapping); pop it; repeat. After releasing the lock, look again: an item appended while we were
 finishing would otherwise wait for the sweeper. A transient failure (Chatwoot 5xx/429/timeout,
-auth) leaves the item at the head and schedules a retry with backoff; after
-`BULLMQ_JOB_ATTEMPTS` attempts, or at once for a permanent failure, the item goes to the failed
-list with a private note in its conversation, and the chat goes on.
+auth) leaves the item at the head and schedules a retry with backoff (at least what a 429's
+`Retry-After` asks, capped); after `BULLMQ_JOB_ATTEMPTS` attempts, or at once for a permanent
+failure, the item goes to the failed list with a private note in its conversation, and the chat
+goes on.
+
+Redis going away is not a failure of the item: it stays at the head of its mailbox (nothing is
+popped before its effect is recorded), the job waits for Redis and goes on under the same lock
+when it can, and when Redis stays away the sweeper re-schedules the mailbox later.
 """
 
 from __future__ import annotations
@@ -17,18 +22,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import redis
 from loguru import logger
 from redis.exceptions import LockError
 from redis.lock import Lock
 
 from bridge import metrics
 from bridge.chatwoot.identity import Identity
-from bridge.errors import ChatwootAuthError, PonteError
+from bridge.errors import ChatwootAuthError, ChatwootUnavailable, PonteError
 from bridge.ids import InstanceId
 from bridge.jobs import notes, runtime, wa_messages
 from bridge.jobs.queues import schedule_drain
 from bridge.jobs.runtime import WorkerContext
 from bridge.store import keys
+from bridge.store.connection import unavailable
 from bridge.store.mailbox import ItemKind, Mailbox, MailboxItem
 
 # Short, and kept alive by a renewal thread while the job runs: a worker killed mid-job stops
@@ -41,31 +48,88 @@ DRAIN_BUDGET_SECONDS = 60.0
 # A help desk cannot have a chat wait many minutes per attempt: flaky Chatwoot is retried at
 # least once a minute until the attempts run out.
 _MAX_BACKOFF_SECONDS = 60.0
+# A 429's Retry-After is honoured up to this: a proxy asking for an hour must not park a chat.
+MAX_RETRY_AFTER_SECONDS = 120.0
+# How long a drain that lost Redis waits for it before leaving the mailbox to the sweeper.
+REDIS_WAIT_SECONDS = 60.0
+_REDIS_PROBE_SECONDS = 0.25
 
 
 def drain(mailbox_key: str) -> int:
     """RQ job: drain `mailbox_key`; returns how many items it handled."""
     ctx = runtime.current()
+    mailbox = Mailbox(ctx.redis, mailbox_key)
     handled = 0
     while True:
         lock = ctx.redis.lock(keys.mailbox_lock(mailbox_key), timeout=LOCK_TTL_SECONDS,
                               thread_local=False)  # the renewal thread must see the token
-        if not lock.acquire(blocking=False):
-            return handled  # another job holds it and will look again after releasing
-        retry_scheduled = False
         try:
-            with _renewing(lock, Mailbox(ctx.redis, mailbox_key)):
-                count, retry_scheduled = _drain_locked(
-                    ctx, Mailbox(ctx.redis, mailbox_key),
-                    deadline=time.monotonic() + DRAIN_BUDGET_SECONDS)
+            if not lock.acquire(blocking=False):
+                return handled  # another job holds it and will look again after releasing
+        except Exception as err:
+            if not unavailable(err) or not _redis_came_back(ctx.redis):
+                raise
+            continue
+        try:
+            count, retry_scheduled = _drain_holding(ctx, mailbox, lock)
             handled += count
         finally:
+            _release(lock, mailbox_key)
+        if retry_scheduled is None:
+            continue  # the lock was lost during an outage: take it again
+        try:
+            if retry_scheduled or mailbox.forget_if_empty():
+                return handled
+        except Exception as err:
+            if not unavailable(err) or not _redis_came_back(ctx.redis):
+                raise
+
+
+def _drain_holding(ctx: WorkerContext, mailbox: Mailbox, lock: Lock) -> tuple[int, bool | None]:
+    """Drain under `lock`, riding out Redis outages: (items handled, a later job continues it),
+    or None for the second when the lock was lost meanwhile."""
+    handled = 0
+    deadline = time.monotonic() + DRAIN_BUDGET_SECONDS
+    while True:
+        try:
+            with _renewing(lock, mailbox):
+                count, retry_scheduled = _drain_locked(ctx, mailbox, deadline)
+            return handled + count, retry_scheduled
+        except Exception as err:
+            if not unavailable(err):
+                raise
+            logger.bind(mailbox=mailbox.key, error=type(err).__name__).warning(
+                "Redis went away while draining; the item stays at the head of its mailbox")
+            if not _redis_came_back(ctx.redis):
+                raise  # the job ends; the sweeper re-schedules the mailbox once Redis is back
             try:
-                lock.release()
+                lock.reacquire()  # still ours after the outage? then go on at once
             except LockError:
-                logger.bind(mailbox=mailbox_key).warning("Mailbox lock expired while draining")
-        if retry_scheduled or Mailbox(ctx.redis, mailbox_key).forget_if_empty():
-            return handled
+                return handled, None
+
+
+def _redis_came_back(connection: redis.Redis) -> bool:
+    """Wait up to REDIS_WAIT_SECONDS for Redis to answer again."""
+    deadline = time.monotonic() + REDIS_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            connection.ping()
+            return True
+        except Exception as err:
+            if not unavailable(err):
+                raise
+            time.sleep(_REDIS_PROBE_SECONDS)
+    return False
+
+
+def _release(lock: Lock, mailbox_key: str) -> None:
+    try:
+        lock.release()
+    except LockError:
+        logger.bind(mailbox=mailbox_key).warning("Mailbox lock expired while draining")
+    except Exception as err:  # Redis away: the lock expires by itself within its TTL
+        if not unavailable(err):
+            raise
 
 
 @contextmanager
@@ -84,6 +148,9 @@ def _renewing(lock: Lock, mailbox: Mailbox) -> Iterator[None]:
             except LockError:
                 logger.warning("Lost the mailbox lock while draining")
                 return
+            except Exception as err:  # Redis away: try again at the next tick
+                if not unavailable(err):
+                    raise
 
     thread = threading.Thread(target=renew, name="mailbox-lock-renewal", daemon=True)
     thread.start()
@@ -102,6 +169,8 @@ def _drain_locked(ctx: WorkerContext, mailbox: Mailbox, deadline: float) -> tupl
             try:
                 _handle(ctx, item)
             except Exception as err:  # edge of the job: every failure is classified here
+                if unavailable(err):
+                    raise  # not the item's fault: it stays where it is (see drain)
                 if _retryable(err) and _schedule_retry(ctx, mailbox, item, err):
                     return handled, True
                 _fail(ctx, mailbox, item, err)
@@ -143,6 +212,9 @@ def _schedule_retry(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem,
     if attempt >= ctx.settings.bullmq_job_attempts:
         return False
     delay = backoff_seconds(ctx.settings.bullmq_job_backoff_delay, attempt)
+    if isinstance(err, ChatwootUnavailable) and err.retry_after is not None:
+        # + 1: RQ keeps a scheduled job's time in whole seconds, rounded down.
+        delay = max(delay, min(err.retry_after, MAX_RETRY_AFTER_SECONDS) + 1.0)
     logger.bind(attempt=attempt, delay_s=round(delay, 1), error=type(err).__name__).warning(
         "Delivery failed, will retry")
     # The flag tells the sweeper a job is coming: it must not cut the backoff short.

@@ -609,6 +609,9 @@ class FakeChatwoot:
         self.signing: Signing = signing
         self.webhook_timeout = webhook_timeout  # WEBHOOK_TIMEOUT
         self.timeout_hold = timeout_hold  # how long an injected "timeout" holds a request
+        # Rack::Attack sends no Retry-After; a proxy in front of Chatwoot (Cloudflare, an API
+        # gateway) often does. Set (e.g. "2") to add it to injected 429s.
+        self.retry_after: str | None = None
         self.webhook_delay = webhook_delay  # extra latency before each webhook POST
         self.message_rate_limit = message_rate_limit  # CONVERSATION_MESSAGE_PER_MINUTE_LIMIT
         self.clock = clock  # record timestamps; swap it to move time (rate limit window)
@@ -1155,9 +1158,10 @@ class FakeChatwoot:
             page = b"<html><body><h1>504 Gateway Time-out</h1></body></html>\n"
             return self._respond(call, _Reply(status=504, raw=page, media_type="text/html"))
         if status == 429:
-            # Rack::Attack's throttled answer: text/plain, no Retry-After.
+            # Rack::Attack's throttled answer: text/plain, no Retry-After (unless a proxy adds it).
+            headers = {"retry-after": self.retry_after} if self.retry_after else {}
             return self._respond(call, _Reply(status=429, raw=b"Retry later\n",
-                                              media_type="text/plain"))
+                                              media_type="text/plain", headers=headers))
         if status == 500:
             return self._respond(call, _Reply(status=500, body=RAILS_500))
         try:
