@@ -1,21 +1,28 @@
 """Chatwoot -> WhatsApp: drain an instance's outbox through its sidecar, in order.
 
-One consumer task per running instance, started next to its sidecar runner. An entry is an
-agent's message (text and attachments, maybe quoting a WhatsApp message) or a deletion. A
-message goes out in parts: images and videos carry the text as the caption of the first, other
-files follow the text; audio goes as a voice note. Each part is recorded when WhatsApp took it, so
-a retry after a crash skips what already went. An entry waits for the connection at most
-`BAILEYS_SEND_WAIT_MS` from the moment the agent wrote it; a part that cannot be sent ends with
-a note to the agents and the Chatwoot message marked failed, never silently.
+One consumer task per running instance, started next to its sidecar runner; should its loop end
+on an error, the task starts it again after a backoff (counted, and shown by /global-status), so
+a number never stays open but deaf to its agents. An entry is an agent's message (text and
+attachments, maybe quoting a WhatsApp message) or a deletion. A message goes out in parts: a
+text longer than WhatsApp takes becomes several messages (convert/split.py), only the first
+quoting; images and videos carry the text as the caption of the first when it fits a caption,
+other files follow the text; audio goes as a voice note. Each part is recorded when WhatsApp
+took it, the record retried until Redis answers, so a retry after a crash skips what already
+went. An entry waits for the connection at most `BAILEYS_SEND_WAIT_MS` from the moment the
+agent wrote it; a part that cannot be sent, or an entry whose handling fails on an unexpected
+error, ends with a note to the agents and the Chatwoot message marked failed, never silently,
+and the next entry goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import redis.asyncio as aioredis
@@ -23,10 +30,12 @@ from loguru import logger
 
 from bridge import attachments, audio, metrics
 from bridge.config import Settings
+from bridge.convert.split import split_text
 from bridge.errors import SidecarError
 from bridge.ids import InstanceId, is_user_jid, parse_instance_id
 from bridge.relay.dispatch import Dispatcher
 from bridge.sidecar.protocol import (
+    TEXT_MAX_CHARS,
     MarkReadCommand,
     Quote,
     ResultEvent,
@@ -37,7 +46,7 @@ from bridge.sidecar.protocol import (
 )
 from bridge.sidecar.supervisor import InstanceRunner
 from bridge.store import keys
-from bridge.store.connection import as_text
+from bridge.store.connection import as_text, unavailable
 from bridge.store.mapping import AsyncMappingStore, MessageMapping, queue_put
 from bridge.store.outbox import Outbox, OutboxAttachment, OutboxEntry, SentParts
 from bridge.texts import Texts, texts_for
@@ -51,6 +60,17 @@ _POLL_SECONDS = 2.0
 # customer is worse than a note asking the agent to check.
 _RETRYABLE_CODES = {"not_connected", "internal"}
 _KINDS = {"image": "image", "video": "video", "audio": "audio"}
+# WhatsApp's caption limit: a longer text goes as text messages, the media after it without
+# a caption.
+CAPTION_MAX_CHARS = 1024
+# The consumer's loop, ended by an error, starts again after this backoff (doubling up to the
+# cap; from the start again once it had run for _STABLE_SECONDS).
+_RESTART_MIN_SECONDS = 1.0
+_RESTART_MAX_SECONDS = 30.0
+_STABLE_SECONDS = 60.0
+_REDIS_RETRY_SECONDS = 1.0  # reading again while Redis does not answer
+_WRITE_RETRY_MAX_SECONDS = 2.0  # a write that must land (a sent part's record): the cap
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +83,16 @@ class Part:
 
 
 def plan(entry: OutboxEntry) -> list[Part]:
-    """Text as the first image's or video's caption when there is one; else a message first."""
-    text = entry.text.strip()
+    """Text as the first image's or video's caption when there is one and the text fits a
+    caption; else the text first, in as many messages as WhatsApp's limit needs. Each chunk is
+    its own part, so a retry skips the chunks that went (`SentParts`)."""
+    texts = [Part(text=chunk) for chunk in split_text(entry.text, TEXT_MAX_CHARS)]
     if not entry.attachments:
-        return [Part(text=entry.text)] if text else []
+        return texts
     first, *rest = entry.attachments
-    if text and kind_of(first) in ("image", "video"):
+    if texts and kind_of(first) in ("image", "video") and len(entry.text) <= CAPTION_MAX_CHARS:
         return [Part(attachment=first, caption=entry.text), *(Part(attachment=a) for a in rest)]
-    return [*([Part(text=entry.text)] if text else []),
-            *(Part(attachment=a) for a in entry.attachments)]
+    return [*texts, *(Part(attachment=a) for a in entry.attachments)]
 
 
 def kind_of(attachment: OutboxAttachment) -> str:
@@ -110,6 +131,7 @@ class OutboundSender:
         self._mappings = AsyncMappingStore(redis)
         self._texts: Texts = texts_for(settings.chatwoot_language)
         self._runners: dict[InstanceId, InstanceRunner] = {}
+        self._restarts: Counter[InstanceId] = Counter()
 
     def notify(self, instance_id: InstanceId) -> None:
         """An entry was appended to this instance's outbox: read it now."""
@@ -117,20 +139,60 @@ class OutboundSender:
         if runner is not None:
             runner.wakeup.set()
 
+    def restarts(self, instance_id: InstanceId) -> int:
+        """How often this instance's consumer loop ended on an error and was started again
+        (since this serve started)."""
+        return self._restarts[instance_id]
+
     async def consume(self, runner: InstanceRunner) -> None:
-        """Runs while the instance runs; returns when the runner is finishing."""
-        outbox = Outbox(self._redis, runner.instance_id)
-        await outbox.ensure_group()
+        """Runs while the instance runs; returns when the runner is finishing. The loop is
+        supervised here: the instance supervisor watches the sidecar, not this task, and a
+        consumer that died would leave the number `open` while no agent message reached it."""
         self._runners[runner.instance_id] = runner
+        log = logger.bind(instance=runner.instance_id)
+        delay = _RESTART_MIN_SECONDS
+        while not runner.finishing:
+            started = time.monotonic()
+            try:
+                await self._drain(runner)
+            except Finishing:
+                return
+            except Exception:
+                if runner.finishing:
+                    return
+                if time.monotonic() - started >= _STABLE_SECONDS:
+                    delay = _RESTART_MIN_SECONDS
+                log.bind(delay_s=delay).exception("Outbox consumer crashed")
+                await _pause(runner, delay)
+                if runner.finishing:
+                    return
+                delay = min(delay * 2, _RESTART_MAX_SECONDS)
+                self._restarts[runner.instance_id] += 1
+                metrics.outbound_restart(runner.instance_id)
+                log.bind(restarts=self._restarts[runner.instance_id]).info(
+                    "Outbox consumer restarted")
+
+    async def _drain(self, runner: InstanceRunner) -> None:
+        """The outbox, in order, until the runner is finishing. One entry's error fails that
+        entry (`_process`); what escapes from here ends the loop, and `consume` restarts it."""
+        outbox = Outbox(self._redis, runner.instance_id)
+        log = logger.bind(instance=runner.instance_id)
+        await self._until_redis(runner, outbox.ensure_group, "Outbox group not created")
         pending = True  # first what a previous run read but did not finish
+        redis_down = False  # warned once per outage, not once a second
         while not runner.finishing:
             runner.wakeup.clear()
             try:
                 entries = await outbox.read(CONSUMER, pending=pending)
-            except (ConnectionError, OSError, aioredis.RedisError):
-                logger.bind(instance=runner.instance_id).exception("Outbox read failed")
-                await asyncio.sleep(1.0)
+            except Exception as err:
+                if not unavailable(err):
+                    raise
+                if not redis_down:
+                    log.bind(error=type(err).__name__).warning("Outbox not read")
+                redis_down = True
+                await _pause(runner, _REDIS_RETRY_SECONDS)
                 continue
+            redis_down = False
             if pending and not entries:
                 pending = False
                 continue
@@ -139,23 +201,84 @@ class OutboundSender:
                 continue
             for entry_id, entry in entries:
                 try:
-                    acknowledged = False
-                    if entry.action == "revoke":
-                        await self._revoke(runner, entry)
-                    else:
-                        acknowledged = await self._deliver(
-                            runner, entry, fresh=not pending, finish=(outbox, entry_id))
-                    if not acknowledged:
-                        await outbox.done(entry_id)
+                    await self._process(runner, outbox, entry_id, entry, fresh=not pending)
                 except Finishing:
                     return  # unacknowledged: the next start reads it again
-                except (ConnectionError, OSError, aioredis.RedisError):
+                except Exception as err:
+                    if not unavailable(err):
+                        raise
                     # Redis went away mid-entry. The entry is still unacknowledged: read it
                     # again as pending (its sent parts are checked then) once Redis is back.
-                    logger.bind(instance=runner.instance_id).exception("Outbox entry interrupted")
-                    await asyncio.sleep(1.0)
+                    log.bind(error=type(err).__name__).warning("Outbox entry interrupted")
+                    await _pause(runner, _REDIS_RETRY_SECONDS)
                     pending = True
                     break
+
+    async def _process(self, runner: InstanceRunner, outbox: Outbox, entry_id: str,
+                       entry: OutboxEntry, *, fresh: bool) -> None:
+        """Send or revoke one entry and acknowledge it. Stopping and Redis errors reach the
+        caller (the entry stays unacknowledged, for a retry); any other error fails the entry
+        now: trying it again would fail the same way and hold up every message behind it."""
+        try:
+            acknowledged = False
+            if entry.action == "revoke":
+                await self._revoke(runner, entry)
+            else:
+                acknowledged = await self._deliver(
+                    runner, entry, fresh=fresh, finish=(outbox, entry_id))
+            if not acknowledged:
+                await outbox.done(entry_id)
+        except Finishing:
+            raise
+        except Exception as err:
+            if unavailable(err):
+                raise
+            if runner.finishing:
+                # What broke may be the stop itself (the sidecar going away): left
+                # unacknowledged, the entry is tried again at the next start.
+                logger.bind(instance=runner.instance_id, cw_message_id=entry.cw_message_id,
+                            error=type(err).__name__).warning("Outbox entry left by the stop")
+                raise Finishing() from err
+            await self._give_up(runner, entry, err)
+            await self._until_redis(runner, lambda: outbox.done(entry_id),
+                                    "Failed outbox entry not acknowledged")
+
+    async def _give_up(self, runner: InstanceRunner, entry: OutboxEntry,
+                       err: Exception) -> None:
+        # The traceback goes to the log (error: a message is lost); the text never does.
+        logger.bind(instance=runner.instance_id, cw_message_id=entry.cw_message_id,
+                    conversation_id=entry.conversation_id, error=type(err).__name__,
+                    action=entry.action).opt(exception=err).error(
+            "Agent message failed on an unexpected error")
+        metrics.send_crashed(self._recorder)
+        reason = self._texts.reason_internal
+        if entry.action == "revoke":
+            await self._dispatcher.note(entry.account_id, entry.conversation_id,
+                                        self._texts.revoke_failed.format(reason=reason))
+        else:
+            await self._fail(entry, reason)
+
+    async def _until_redis(self, runner: InstanceRunner, op: Callable[[], Awaitable[T]],
+                           what: str, *, even_when_finishing: bool = False) -> T:
+        """`op()`, tried again after a growing pause while Redis does not answer; other errors
+        reach the caller. Finishing raises `Finishing` between tries, unless
+        `even_when_finishing`: then only the supervisor's last-resort cancel ends the wait."""
+        delay = 0.1
+        warned = False
+        while True:
+            try:
+                return await op()
+            except Exception as err:
+                if not unavailable(err):
+                    raise
+                if not warned:
+                    logger.bind(instance=runner.instance_id, error=type(err).__name__).warning(
+                        what)
+                    warned = True
+            if runner.finishing and not even_when_finishing:
+                raise Finishing()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _WRITE_RETRY_MAX_SECONDS)
 
     # --- sending ----------------------------------------------------------------------------
     async def _deliver(self, runner: InstanceRunner, entry: OutboxEntry, *, fresh: bool,
@@ -194,21 +317,14 @@ class OutboundSender:
                 instance_id=runner.instance_id, chat_jid=entry.jid, wa_message_id=wa_id,
                 account_id=account_id, conversation_id=entry.conversation_id,
                 cw_message_id=entry.cw_message_id, from_me=True)
-            # One round trip: the part counts as sent, its ids are mapped, and a tick that
-            # arrived before the mapping is taken.
+            # WhatsApp took the part: until its record lands a retry would send it again, so
+            # the record is written whatever it takes (this number's sender waits; it could
+            # not read its outbox without Redis anyway).
             last = len(parts) == 1
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.getdel(keys.early_status(runner.instance_id, wa_id))
-                sent.record(pipe, number, wa_id)
-                queue_put(pipe, mapping)
-                if last:
-                    finish[0].queue_done(pipe, finish[1])
-                    if unread:
-                        # Taken now; read receipts are best effort (a failed one is not
-                        # retried), so they need not outlive this entry.
-                        pipe.lrange(unread, 0, -1)
-                        pipe.delete(unread)
-                replies = await pipe.execute()
+            replies = await self._until_redis(
+                runner, lambda: self._record(sent, number, mapping, finish if last else None,
+                                             unread),
+                "Sent part not recorded yet", even_when_finishing=True)
             acknowledged = last
             if last and unread:
                 unread_ids = [as_text(i) for i in replies[-2]]
@@ -230,6 +346,26 @@ class OutboundSender:
             if unread_ids:
                 await self._mark_read(runner, entry, unread_ids)
         return acknowledged
+
+    async def _record(self, sent: SentParts, number: int, mapping: MessageMapping,
+                      finish: tuple[Outbox, str] | None, unread: str | None) -> list[Any]:
+        """One round trip: the part counts as sent, its ids are mapped, and a tick that arrived
+        before the mapping is taken; with `finish`, the entry is acknowledged too and the
+        customer's unread ids are taken. Written again after a reply was lost (Redis applied
+        it), the record and the mapping come out the same; only that early tick and the read
+        receipts are lost, both best effort."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.getdel(keys.early_status(mapping.instance_id, mapping.wa_message_id))
+            sent.record(pipe, number, mapping.wa_message_id)
+            queue_put(pipe, mapping)
+            if finish is not None:
+                finish[0].queue_done(pipe, finish[1])
+                if unread:
+                    # Taken now; read receipts are best effort (a failed one is not
+                    # retried), so they need not outlive this entry.
+                    pipe.lrange(unread, 0, -1)
+                    pipe.delete(unread)
+            return list(await pipe.execute())
 
     def _quote(self, entry: OutboxEntry) -> Quote | None:
         if entry.quote is None:
@@ -363,3 +499,11 @@ async def _idle(runner: InstanceRunner, seconds: float) -> None:
         await asyncio.wait({waiter}, timeout=seconds)
     finally:
         waiter.cancel()
+
+async def _pause(runner: InstanceRunner, seconds: float) -> None:
+    """`seconds`, cut short only by the runner finishing: new work (`notify`) does not end a
+    backoff, and what it announced is read right after it."""
+    deadline = time.monotonic() + seconds
+    while not runner.finishing and (left := deadline - time.monotonic()) > 0:
+        runner.wakeup.clear()
+        await _idle(runner, left)
