@@ -12,6 +12,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from bridge import embedded_redis
 from bridge.config import Settings, load_settings
@@ -28,6 +31,11 @@ from tests.fakes.whatsapp import whatsapp  # noqa: F401
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "fakes" / "scripts"
 
+# Hypothesis keeps an example database and caches under ./.hypothesis by default: keep them out
+# of the repository, and keep every run independent of what an earlier one found.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "ponte-hypothesis")
+hypothesis_settings.register_profile("ponte", database=None, deadline=None)
+hypothesis_settings.load_profile("ponte")
 
 
 def free_port() -> int:

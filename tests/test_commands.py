@@ -140,7 +140,10 @@ def test_caixa_creates_an_api_inbox_wired_to_ponte_and_links_it(
     inbox = wait_for(lambda: next((i for i in fake_chatwoot.inboxes
                                    if i["name"] == "Suporte SP"), None), message="the inbox")
     assert inbox["webhook_url"] == "https://ponte.example.com/webhook/chatwoot?token=hook-token"
-    assert desk.redis.hget(keys.INBOX_SECRETS, str(inbox["id"])) == inbox["secret"].encode()
+    # Stored right after Chatwoot answers the inbox's creation (the fake lists it as soon as it
+    # made it, before Ponte has the answer).
+    wait_for(lambda: desk.redis.hget(keys.INBOX_SECRETS, str(inbox["id"]))
+             == inbox["secret"].encode(), message="the inbox's secret stored")
     note = wait_for(lambda: next((n for n in desk.notes() if "Suporte SP" in n), None),
                     message="the note")
     assert f"id {inbox['id']}" in note

@@ -127,6 +127,50 @@ def test_incomplete_message_payload_gets_422_naming_the_field(hook: Hook) -> Non
     assert answer.status_code == 422 and "conversation" in answer.json()["error"]
 
 
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"event":"message_created","content":"caf\xe9"}', "not UTF-8"),
+    (b'{"event":"message_created","content":' + b"[" * 2000 + b"]" * 2000 + b"}",
+     "nested deeper than 64 levels"),
+    (b'{"event":"message_created","content":"oi \\ud83d"}', "surrogate"),
+    (b'{"event":"message_\\ud800created"}', "surrogate"),
+    (b'{"event":"message_created","id":NaN}', "NaN"),
+])
+def test_a_body_no_webhook_has_gets_400_naming_the_problem(
+        hook: Hook, body: bytes, reason: str) -> None:
+    # Each of these was a 500 (RecursionError, or UnicodeEncodeError on the way to Redis).
+    answer = hook.post(body)
+    assert answer.status_code == 400 and reason in answer.json()["error"]
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"account": {"id": 2**70}}, "account.id"),
+    ({"id": 0}, "id"),
+    ({"conversation": "42"}, "conversation"),
+    ({"attachments": None}, "attachments"),
+    ({"content": {"text": "x"}}, "content"),
+])
+def test_a_message_webhook_with_wrong_types_gets_422_naming_the_field(
+        hook: Hook, change: dict[str, Any], named: str) -> None:
+    answer = hook.post({**payload(), **change})
+    assert answer.status_code == 422 and f"{named}:" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("contact_inbox", [["5511988887777@s.whatsapp.net"], "x", 7.5])
+def test_a_status_change_with_wrong_types_gets_422(hook: Hook, contact_inbox: Any) -> None:
+    # An AttributeError (500) before: `contact_inbox.get` on a list.
+    data = {**payload()["conversation"], "event": "conversation_status_changed",
+            "status": "resolved", "contact_inbox": contact_inbox}
+    answer = hook.post(data)
+    assert answer.status_code == 422 and "contact_inbox" in answer.json()["error"]
+
+
+def test_an_attachment_url_urllib_cannot_split_is_still_queued(hook: Hook) -> None:
+    linked(hook)
+    data = payload("Foto", message_id=5100, attachments=[
+        {"id": 1, "file_type": "image", "data_url": "http://[::1/rails/foto.jpg"}])
+    assert hook.post(data).json() == {"status": "queued"}  # was a ValueError (500)
+
+
 def test_oversized_body_gets_413(hook: Hook) -> None:
     answer = hook.post(payload("x" * 5000))
     assert answer.status_code == 413
@@ -214,6 +258,15 @@ def test_unknown_subcommands_get_help_and_bad_arguments_the_usage(hook: Hook) ->
     assert hook.post(payload("erga 7 conta-um", message_id=2)).json()["outcome"] == "usage"
     wait_for(lambda: len(hook.notes()) == 2, message="two notes")
     assert "erga status" in hook.notes()[0] and "Uso:" in hook.notes()[1]
+
+
+@pytest.mark.parametrize("text", ["erga 99999999999999999999", "erga ٧", "erga status 0",
+                                  "erga 7 " + "9" * 3000])
+def test_an_id_no_chatwoot_record_has_gets_the_usage(hook: Hook, text: str) -> None:
+    # `erga 99999999999999999999` used to link (and start a sidecar for) that inbox.
+    assert hook.post(payload(text, private=True)).json() == {"status": "command",
+                                                            "outcome": "usage"}
+    assert hook.redis.scard(keys.INSTANCES) == 0
 
 
 # --- relaying agent messages ----------------------------------------------------------------

@@ -2,14 +2,20 @@
 
 Only the fields Ponte reads are modelled. Shapes: ../shared/chatwoot/README.md, "Webhooks".
 Ids arrive as integers from Chatwoot, but as strings in the original bridge's README example;
-both are accepted.
+both are accepted, within what Chatwoot's bigint columns can hold: a wrong type or an impossible
+id is a validation error naming the field (the webhook answers 422), not a crash further on.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_CHATWOOT_ID = 2**63 - 1
+ChatwootId = Annotated[int, Field(ge=1, le=MAX_CHATWOOT_ID)]
+"""A Chatwoot record id: a positive bigint. (Past that it names no record, and it would reach
+Redis keys, Chatwoot URLs and the outbox as given.)"""
 
 
 class _Model(BaseModel):
@@ -17,14 +23,14 @@ class _Model(BaseModel):
 
 
 class Named(_Model):
-    id: int
+    id: ChatwootId
     name: str | None = None
 
 
 class Sender(_Model):
     """A user (`type:"user"`), an agent bot (`"agent_bot"`) or a contact (no `type`)."""
 
-    id: int | None = None
+    id: ChatwootId | None = None
     name: str | None = None
     email: str | None = None
     type: str | None = None
@@ -41,27 +47,27 @@ class ConversationMeta(_Model):
 
 
 class Conversation(_Model):
-    id: int
-    inbox_id: int | None = None
+    id: ChatwootId
+    inbox_id: ChatwootId | None = None
     status: str | None = None
     contact_inbox: ContactInbox | None = None
     meta: ConversationMeta | None = None
 
 
 class Attachment(_Model):
-    id: int | None = None
+    id: ChatwootId | None = None
     file_type: str | None = None
     data_url: str | None = None
     content_type: str | None = None
     extension: str | None = None
-    file_size: int | None = None
+    file_size: Annotated[int, Field(ge=0, le=MAX_CHATWOOT_ID)] | None = None
 
 
 class MessageWebhook(_Model):
     """`message_created` / `message_updated`."""
 
     event: str
-    id: int
+    id: ChatwootId
     content: str | None = None
     message_type: str | int
     private: bool = False
@@ -87,3 +93,13 @@ class MessageWebhook(_Model):
         if self.sender is None:
             return "none"
         return self.sender.type or "contact"
+
+
+class ConversationStatusWebhook(_Model):
+    """`conversation_status_changed`: the conversation object, with `event` (and
+    `changed_attributes`, null in practice). Only what forgetting a resolved one needs."""
+
+    event: str
+    inbox_id: ChatwootId | None = None
+    status: str | None = None
+    contact_inbox: ContactInbox | None = None

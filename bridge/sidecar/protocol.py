@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bridge.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
+# The longest `send_text` the protocol carries (the schema's maxLength), in code points as
+# pydantic counts a str; longer agent replies are split before they get here (convert/split.py).
+TEXT_MAX_CHARS = 65536
 
 CommandId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
@@ -199,7 +202,7 @@ class SendTextCommand(Command):
 
     type: Literal["send_text"] = "send_text"
     jid: str
-    text: str = Field(min_length=1, max_length=65536)
+    text: str = Field(min_length=1, max_length=TEXT_MAX_CHARS)
     quote: Quote | None = None
 
 
@@ -261,23 +264,94 @@ class UnknownEventType(ProtocolError):
     """A well-formed frame of a type this bridge does not know (a newer sidecar)."""
 
 
+MAX_FRAME_DEPTH = 128
+"""Objects and arrays inside each other in one frame. Baileys' message JSON nests about a dozen
+deep (a quoted message inside contextInfo adds a few); past this a line is refused rather than
+handed to code that recurses (pydantic, the converters, json.dumps), whose limit is ~1,000."""
+
+
+def _refuse_constant(name: str) -> Any:
+    # JSON.stringify writes null for NaN and Infinity: these come from no sidecar.
+    raise ProtocolError(f"not JSON: {name} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):  # 1e400: no JavaScript number is that large
+        raise ProtocolError(f"not JSON: the number {literal[:40]} is out of range")
+    return value
+
+
+def _sound(raw: dict[str, Any], line: bytes) -> None:
+    """Refuse nesting past MAX_FRAME_DEPTH; replace lone UTF-16 surrogates by U+FFFD, in place.
+
+    JSON.stringify writes a JavaScript string's unpaired surrogate as an escape (`\\ud83d`),
+    and Python decodes it into a str that no encoder (Redis, httpx, the log) accepts; a text cut
+    in the middle of an emoji is still the customer's message, so it is kept, that half shown
+    as U+FFFD. Iterative, and skipped when the line cannot hold either (most lines)."""
+    surrogates = b"\\ud" in line or b"\\uD" in line  # the only way one can reach the str
+    if not surrogates and line.count(b"[") + line.count(b"{") <= MAX_FRAME_DEPTH:
+        return
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(raw, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_FRAME_DEPTH:
+            raise ProtocolError(f"nested deeper than {MAX_FRAME_DEPTH} levels")
+        if isinstance(container, dict):
+            if surrogates and any(_lone_surrogate(k) for k in container):
+                fixed = {_unpaired_replaced(k): v for k, v in container.items()}
+                container.clear()
+                container.update(fixed)
+            items: Any = container.items()
+        else:
+            items = enumerate(container)
+        for key, value in items:
+            if isinstance(value, dict | list):
+                stack.append((value, depth + 1))
+            elif surrogates and isinstance(value, str) and _lone_surrogate(value):
+                container[key] = _unpaired_replaced(value)
+
+
+def _lone_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _unpaired_replaced(text: str) -> str:
+    # Through UTF-16, where an unpaired surrogate is a decoding error: "replace" makes it U+FFFD.
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def decode_event(line: bytes) -> SidecarEvent:
     """Parse one stdout line into an event; raises ProtocolError (never returns garbage)."""
     try:
-        raw = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        # Strictly UTF-8, as the protocol says: json.loads(bytes) would also take UTF-16/32,
+        # and let UTF-8-encoded surrogates through.
+        raw = json.loads(line.decode("utf-8"), parse_constant=_refuse_constant,
+                         parse_float=_finite_float)
+    except UnicodeDecodeError as err:
+        raise ProtocolError(f"not UTF-8 JSON: {err.reason} at byte {err.start}") from err
+    except RecursionError:
+        raise ProtocolError(f"nested deeper than {MAX_FRAME_DEPTH} levels") from None
+    except ValueError as err:  # JSONDecodeError, and int() refusing 4,300+ digits
         raise ProtocolError(f"not JSON: {err}") from err
     if not isinstance(raw, dict):
         raise ProtocolError(f"not a JSON object but {type(raw).__name__}")
+    _sound(raw, line)
     kind = raw.get("type")
     model = _EVENTS.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        raise UnknownEventType(f"unknown event type {kind!r}")
+    if model is None:  # the type as sent, cut: the reason is logged
+        raise UnknownEventType(f"unknown event type {repr(kind)[:60]}")
     try:
         return model.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "frame"
+        where = ".".join(str(p) for p in first["loc"])[:80] or "frame"
         raise ProtocolError(f"invalid {kind} event: {where}: {first['msg']}") from err
 
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from loguru import logger
 
-from bridge.chatwoot.models import MessageWebhook
+from bridge.chatwoot.models import MAX_CHATWOOT_ID, MessageWebhook
 from bridge.errors import ChatwootError
 from bridge.ids import InstanceId, make_instance_id, normalize_phone
 from bridge.operations import InstanceView, Operations
@@ -86,7 +86,7 @@ class _Run:
     def target(self) -> InstanceId:
         """This conversation's inbox, or the inbox id given as the argument."""
         if self.args:
-            return make_instance_id(self.m.account.id, int(self.args[0]))
+            return make_instance_id(self.m.account.id, _chatwoot_id(self.args[0]))
         return self.here()
 
     def line(self, view: InstanceView) -> str:
@@ -103,11 +103,20 @@ class _Run:
 Handler = Callable[[_Run], Awaitable[str]]
 
 
+def _chatwoot_id(word: str) -> int:
+    """An inbox or account id typed by an agent; ValueError (the usage note) unless it is one
+    Chatwoot could have (ASCII digits, within its bigint ids), so no instance gets linked under
+    an id that names nothing."""
+    if not (word.isascii() and word.isdigit()) or not 1 <= int(word) <= MAX_CHATWOOT_ID:
+        raise ValueError(f"not a Chatwoot id: {word[:20]!r}")
+    return int(word)
+
+
 async def _link(run: _Run, *, pairing_phone: str | None = None,
                 args: tuple[str, ...] | None = None) -> str:
     args = run.args if args is None else args
-    inbox_id = int(args[0]) if args else run.m.inbox.id
-    account_id = int(args[1]) if len(args) > 1 else run.m.account.id
+    inbox_id = _chatwoot_id(args[0]) if args else run.m.inbox.id
+    account_id = _chatwoot_id(args[1]) if len(args) > 1 else run.m.account.id
     instance_id = make_instance_id(account_id, inbox_id)
     outcome = await run.ops.link(
         account_id, inbox_id, pairing_phone=pairing_phone,
