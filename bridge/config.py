@@ -61,10 +61,17 @@ class Settings(BaseSettings):
     server_log_level: LogLevel = "info"
     server_log_format: Literal["text", "json"] = "text"
     server_admin_token: SecretStr | None = None
-    server_data_dir: Path = Path("data")
+    # Made absolute at load, against the working directory at start-up (the default `data`
+    # too): paths travel to sidecars and workers, and send_media refuses a relative one.
+    server_data_dir: Path = Field(Path("data"), validate_default=True)
     # Where Chatwoot reaches Ponte (https://ponte.example.com): the webhook URL of inboxes that
     # `erga caixa` creates.
     server_public_url: str | None = None
+    # What serve receives while Redis does not answer waits in a local journal under
+    # <SERVER_DATA_DIR>/journal (docs/journal.md); past this size new events wait for room.
+    server_journal_max_mb: int = Field(1024, ge=1)
+    # Redis out of reach this long: a note tells the operators (and another when it is back).
+    server_redis_outage_note_seconds: float = Field(60.0, ge=1)
 
     # --- WhatsApp (Baileys sidecars) --------------------------------------------------------
     baileys_auth_sessions_parent_dir: Path | None = None
@@ -182,6 +189,12 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("server_data_dir", "baileys_auth_sessions_parent_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Normalised, not resolved: a symlinked data directory keeps the name it was given.
+        return None if value is None else Path(os.path.abspath(value))
+
     @field_validator("baileys_ignore_chats")
     @classmethod
     def _ignore_chats(cls, value: list[str]) -> list[str]:
@@ -202,6 +215,11 @@ class Settings(BaseSettings):
     @property
     def sessions_dir(self) -> Path:
         return self.baileys_auth_sessions_parent_dir or self.server_data_dir / "sessions"
+
+    @property
+    def journal_dir(self) -> Path:
+        """serve's write-ahead journal (relay/journal.py)."""
+        return self.server_data_dir / "journal"
 
     @property
     def spool_dir(self) -> Path:

@@ -232,6 +232,21 @@ function connect(makeWASocket, socketConfig) {
     void auth?.saveCreds().catch((/** @type {unknown} */ err) => logError('saving creds failed', err));
   });
 
+  // When the offline backlog has been delivered, rc14 starts holding every message event in its
+  // buffer (`AwaitingInitialSync`, lib/Socket/chats.js) until the phone's history notification
+  // arrives or 20 s pass, unless the session finished a first sync (creds.accountSyncCounter > 0).
+  // A sidecar that crashed in its first seconds after linking thus came back and delivered the
+  // backlog 20 s late, and a kill during the hold lost what it held. Baileys' listener (registered
+  // before this one) has just called ev.buffer(): release it. Only the hold goes; the sync state
+  // machine is untouched, so history (with its LID mappings) and the app-state sync still run,
+  // and the history event now arrives unbuffered, `lidPnMappings` included.
+  current.ev.on('connection.update', (/** @type {any} */ update) => {
+    if (update.receivedPendingNotifications === true && current.ev.isBuffering()) {
+      current.ev.flush();
+      log.debug('released the initial-sync event hold');
+    }
+  });
+
   current.ev.on('connection.update', (/** @type {any} */ update) => {
     if (sock !== current) return;
     if (update.connection === 'close') {
@@ -389,11 +404,15 @@ function requestStop(why) {
   // A reported close is already taking the process down; nothing left to stop.
   if (exiting) return (stopPromise = Promise.resolve());
   intentional = true;
+  // Our parent is gone when stdin or stdout closed: every message WhatsApp still hands this
+  // socket would be acknowledged and then lost with the process, so the socket ends first.
+  const orphaned = why.startsWith('stdin') || why.startsWith('stdout');
   stopPromise = (async () => {
+    if (orphaned && sock) await Promise.race([Promise.resolve(sock.end(undefined)).catch(() => {}), delay(SOCKET_END_MS)]);
     await readyWritten;
     log?.info({ why }, 'stopping');
     await auth?.flush();
-    const current = sock;
+    const current = orphaned ? null : sock;
     if (current) {
       // end(undefined), never logout(): logout would unlink the device from the phone.
       await Promise.race([Promise.resolve(current.end(undefined)).catch(() => {}), delay(SOCKET_END_MS)]);

@@ -16,11 +16,12 @@ from tests.conftest import ROOT
 class PonteProcess:
     """`ponte <command>` with its output in a log file (shown when a test fails)."""
 
-    def __init__(self, command: str, env: dict[str, str], log: Path) -> None:
+    def __init__(self, command: str, env: dict[str, str], log: Path, *,
+                 cwd: Path = ROOT) -> None:
         self.command = command
         self.log = log
         self._handle = log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", command], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", command], cwd=cwd,
                                      env=env, stdout=self._handle, stderr=subprocess.STDOUT)
 
     def wait_http(self, url: str, timeout: float = 20.0) -> None:

@@ -47,7 +47,7 @@ def test_original_bridge_env_file_is_understood(tmp_path: Path) -> None:
     s = load_settings(_env_file=env)
     s.check_required()
     assert s.server_port == 3001
-    assert s.sessions_dir == Path("automation_auth_sessions")
+    assert s.sessions_dir == Path.cwd() / "automation_auth_sessions"
     assert s.baileys_log_level_instance == "warning"
     assert s.baileys_reconnect_delay_ms == 10000
     assert s.webhook_command_keyword == "erga"
@@ -85,6 +85,27 @@ def test_unset_redis_means_embedded_on_a_private_socket(tmp_path: Path) -> None:
         settings(**REQUIRED, redis_url="http://r").redis_connection_url()
 
 
+def test_data_spool_and_sessions_paths_are_absolute_from_the_start_up_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sidecar refuses a relative path for send_media (its cwd is not serve's): relative
+    # settings, the default included, are fixed against the directory Ponte started in.
+    monkeypatch.chdir(tmp_path)
+    default = settings(**REQUIRED)
+    assert default.server_data_dir == tmp_path / "data"
+    assert default.spool_dir == tmp_path / "data" / "spool"
+    assert default.sessions_dir == tmp_path / "data" / "sessions"
+    assert default.journal_dir == tmp_path / "data" / "journal"
+    given = settings(**REQUIRED, server_data_dir="var/../ponte",
+                     baileys_auth_sessions_parent_dir="auth")
+    assert given.server_data_dir == tmp_path / "ponte"
+    assert given.sessions_dir == tmp_path / "auth"
+    assert given.spool_dir.is_absolute()
+    monkeypatch.chdir("/")  # later changes of directory do not move them
+    assert default.spool_dir == tmp_path / "data" / "spool"
+    assert settings(**REQUIRED, server_data_dir="/srv/ponte").sessions_dir == Path(
+        "/srv/ponte/sessions")
+
+
 def test_secrets_never_show_in_the_settings_repr() -> None:
     s = settings(**REQUIRED, webhook_secret="shh-1,shh-2", server_admin_token="adm")
     text = repr(s) + str(s)
@@ -97,7 +118,7 @@ def test_env_example_as_copied_is_valid_and_asks_for_the_required_values(
         tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[1] / ".env.example"
     s = load_settings(_env_file=example)
-    assert s.sessions_dir == Path("data/sessions")  # empty means default, not "."
+    assert s.sessions_dir == Path.cwd() / "data/sessions"  # empty means default, not "."
     assert s.server_admin_token is None and s.redis_url is None and s.webhook_token is None
     with pytest.raises(ConfigError, match="CHATWOOT_API_ACCESS_TOKEN, WEBHOOK_SECRET or"):
         s.check_required()

@@ -44,10 +44,52 @@ _PINO_LEVELS = {10: "TRACE", 20: "DEBUG", 30: "DEBUG", 40: "WARNING", 50: "ERROR
 _command_ids = itertools.count(1)
 
 
+def _printable(text: str) -> str:
+    """`text` without lone surrogates (the JSON escape `\\ud800` decodes into one), which a
+    log sink cannot encode."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def sidecar_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k in _PASSED_ENV}
     env.update(extra)
     return env
+
+
+def leftovers(instance_id: InstanceId, auth_dir: Path) -> list[psutil.Process]:
+    """Sidecars of this instance on this host that no serve owns any more: a serve that died
+    (kill -9) leaves its children running until they notice their stdin closed."""
+    found = []
+    for process in psutil.process_iter(["environ"]):
+        env = process.info.get("environ") or {}  # None: another user's, or already a zombie
+        if (env.get("PONTE_INSTANCE_ID") == instance_id
+                and env.get("PONTE_AUTH_DIR") == str(auth_dir) and process.pid != os.getpid()):
+            found.append(process)
+    return found
+
+
+async def end_leftovers(instance_id: InstanceId, auth_dir: Path, wait_s: float) -> int:
+    """Stop the leftovers before a new sidecar logs in with the same session (WhatsApp would
+    replace one with the other, and both would write the session): SIGTERM, which is the
+    sidecar's orderly stop, then SIGKILL after `wait_s`. The number found."""
+
+    def end() -> int:
+        found = leftovers(instance_id, auth_dir)
+        for process in found:
+            try:
+                process.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(found, timeout=wait_s)
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=wait_s)
+        return len(found)
+
+    return await asyncio.to_thread(end)
 
 
 class SidecarProcess:
@@ -126,6 +168,11 @@ class SidecarProcess:
                 self._log.bind(error=str(err)).warning("Sidecar sent a line that is not a frame")
                 self._on_protocol_error(err)
                 continue
+            except Exception as err:  # a decoder bug must not end the reader: it is the only
+                # one, so the pipe would fill, the sidecar block, and every command time out
+                self._log.exception("Decoding a sidecar line failed")
+                self._on_protocol_error(ProtocolError(f"undecodable line: {type(err).__name__}"))
+                continue
             if isinstance(event, ResultEvent):
                 self._resolve(event)
                 continue
@@ -147,15 +194,19 @@ class SidecarProcess:
             self._relog(line[:4000].decode("utf-8", "replace").rstrip())
 
     def _relog(self, text: str) -> None:
+        # Whatever the line holds, this must not raise: the stderr reader would end, the pipe
+        # fill up, and the sidecar block on its next log line.
         try:
             record = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             record = None
         if not isinstance(record, dict):
             self._log.debug("sidecar: {}", text)
             return
-        level = _PINO_LEVELS.get(int(record.get("level", 30)), "DEBUG")
-        msg = str(record.get("msg", ""))[:500]
+        number, msg = record.get("level", 30), record.get("msg")
+        level = _PINO_LEVELS.get(number, "DEBUG") if type(number) is int else "DEBUG"
+        # Not str() of anything else: a 900-deep list would raise RecursionError right here.
+        msg = _printable(msg[:500]) if isinstance(msg, str) else ""
         if level == "DEBUG" or level == "TRACE":
             self._log.debug("sidecar: {}", text)
         else:

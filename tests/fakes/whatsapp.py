@@ -130,6 +130,19 @@ class WhatsAppSimulator:
         """What a contact received from the linked number, decrypted, in order."""
         return list(self._call("GET", "/admin/received", phone=phone))
 
+    def received_media(self, phone: str, wa_id: str) -> bytes:
+        """The decrypted bytes of media the linked number sent to a contact."""
+        assert self._http is not None, "start() first"
+        answer = self._http.get("/admin/received-media", params={"phone": phone, "id": wa_id})
+        if answer.status_code >= 400:
+            raise SimulatorError(f"received-media: {answer.status_code} {answer.text}")
+        return answer.content
+
+    def tls_cert(self) -> str:
+        """The PEM of the simulator's HTTPS certificate (its media upload host): a sidecar that
+        sends media trusts it through NODE_EXTRA_CA_CERTS."""
+        return str(self._call("GET", "/admin/tls-cert")["pem"])
+
     def kick(self, kind: str, code: int | None = None) -> list[str]:
         body: dict[str, Any] = {"kind": kind}
         if code is not None:
