@@ -140,6 +140,7 @@ def render(snapshot: Snapshot, *, url: str, color: bool) -> str:
         format_bytes,
         format_duration,
         format_when,
+        journal_line,
         number_of,
     )
 
@@ -153,6 +154,9 @@ def render(snapshot: Snapshot, *, url: str, color: bool) -> str:
     redis = status.get("redis")
     if isinstance(redis, dict) and redis.get("ok") is False:
         lines.append(_paint(f"Redis unreachable: {_cell(redis.get('error'))}", "bad", color))
+    journal = status.get("journal")
+    if isinstance(journal, dict) and journal.get("mode") == "journal":
+        lines.append(_paint(journal_line(journal), "bad", color))
     lines.append("")
     rows = []
     for inst in instances:
@@ -188,6 +192,8 @@ def render(snapshot: Snapshot, *, url: str, color: bool) -> str:
     parts.append(f"mailboxes pending {status.get('mailboxesPending', '-')}")
     failed = status.get("failedCount", 0)
     parts.append(_paint(f"failed {failed}", "bad" if failed else None, color))
+    if isinstance(journal, dict):
+        parts.append(f"journal {journal.get('entries', 0)}")
     lines += ["", _paint("QUEUES", "bold", color) + "  " + " · ".join(parts)]
     if snapshot.failures:
         lines += ["", _paint("RECENT FAILURES", "bold", color) + " (newest first)"]

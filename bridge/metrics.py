@@ -257,6 +257,14 @@ def send_failed(recorder: Recorder, failed: BaseException) -> None:
     recorder.add(lambda pipe: FAILURES.inc(pipe, CW_TO_WA, reason))
 
 
+UNEXPECTED_ERROR = "unexpected_error"
+
+
+def send_crashed(recorder: Recorder) -> None:
+    """An agent's message failed on an error of Ponte's own (a bug), not on WhatsApp's answer."""
+    recorder.add(lambda pipe: FAILURES.inc(pipe, CW_TO_WA, UNEXPECTED_ERROR))
+
+
 def failed_for_good(pipe: Pipe, instance_id: str, error: str) -> None:
     """In the pipeline that appends to `ponte:failed` (deliver.py): count it, and keep the
     per-instance number of entries that /global-status shows."""
@@ -299,6 +307,14 @@ _reconnects: Counter[tuple[str, str]] = Counter()
 def reconnect(instance_id: str, close_code: int | None) -> None:
     """The WhatsApp connection closed (not by us); the sidecar reconnects or is restarted."""
     _reconnects[(instance_id, "none" if close_code is None else str(close_code))] += 1
+
+
+_outbound_restarts: Counter[str] = Counter()
+
+
+def outbound_restart(instance_id: str) -> None:
+    """An instance's outbox consumer crashed and was started again (relay/outbound.py)."""
+    _outbound_restarts[instance_id] += 1
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -479,6 +495,29 @@ def families(host: HostSample, instances: Iterable[InstanceSample],
     yield from _instance_families(instances, tuple(states))
 
 
+def journal_families(journal: Mapping[str, Any]) -> Iterator[Metric]:
+    """The journal of this serve (`Intake.status()`): what waits for Redis, and its history."""
+    yield GaugeMetricFamily("ponte_journal_active", "1 while serve journals what it receives "
+                            "(Redis unreachable, or the journal being replayed).",
+                            value=1 if journal["mode"] == "journal" else 0)
+    yield GaugeMetricFamily("ponte_journal_entries", "Operations waiting in the journal for "
+                            "Redis.", value=journal["entries"])
+    yield GaugeMetricFamily("ponte_journal_bytes", "Size of the journal's records.",
+                            value=journal["bytes"])
+    yield GaugeMetricFamily("ponte_journal_max_bytes", "The journal's bound "
+                            "(SERVER_JOURNAL_MAX_MB).", value=journal["maxBytes"])
+    for name, key, text in (
+            ("ponte_journal_written", "journaledTotal", "Operations journaled since serve "
+             "started."),
+            ("ponte_journal_replayed", "replayedTotal", "Journaled operations replayed into "
+             "Redis since serve started."),
+            ("ponte_journal_parked", "parkedTotal", "Journaled operations moved to the failed "
+             "list (their handler kept failing) since serve started."),
+            ("ponte_redis_outages", "outages", "Times serve found Redis unreachable and "
+             "started journaling, since it started.")):
+        yield CounterMetricFamily(name, text, value=journal[key])
+
+
 def _instance_families(instances: list[InstanceSample],
                        states: tuple[str, ...]) -> Iterator[Metric]:
     state = GaugeMetricFamily("ponte_instance_state", "1 for each instance's current state.",
@@ -510,4 +549,10 @@ def _instance_families(instances: list[InstanceSample],
                                      labels=["instance", "code"])
     for (iid, code), count in sorted(_reconnects.items()):
         reconnects.add_metric([iid, code], count)
-    yield from (state, rss, cpu, age, restarts, outbox, errors, reconnects)
+    outbound = CounterMetricFamily("ponte_outbound_restarts", "Restarts of an instance's "
+                                   "outbox consumer (the sender to WhatsApp) after it crashed, "
+                                   "since serve started.", labels=["instance"])
+    # A known instance shows 0 rather than nothing, so a first crash is an increase.
+    for iid in sorted({s.instance_id for s in instances} | set(_outbound_restarts)):
+        outbound.add_metric([iid], _outbound_restarts[iid])
+    yield from (state, rss, cpu, age, restarts, outbox, errors, reconnects, outbound)

@@ -37,6 +37,7 @@ class Texts:
     reason_attachment_foreign: str
     reason_attachment_too_large: str
     reason_attachment_unavailable: str
+    reason_internal: str  # Ponte itself failed on the message (a bug: see its log)
     revoke_failed: str
     confirm_relink: str
     nothing_to_confirm: str
@@ -95,6 +96,8 @@ class Texts:
     forwarded_many: str
     sent_at: str
     time_format: str  # strftime pattern for `sent_at`, always in UTC
+    redis_unreachable: str
+    redis_back: str
 
 
 PT_BR = Texts(
@@ -130,6 +133,7 @@ PT_BR = Texts(
     reason_attachment_foreign="o anexo não está no servidor do Chatwoot configurado",
     reason_attachment_too_large="o anexo é grande demais para enviar",
     reason_attachment_unavailable="o anexo não pôde ser baixado do Chatwoot",
+    reason_internal="erro interno do Ponte ao enviar (detalhes no log do Ponte)",
     revoke_failed="⚠️ A mensagem não foi apagada no WhatsApp: {reason}",
     confirm_relink="O número {number} está conectado à caixa {inbox}. Para desconectá-lo e ligar "
     "outro número, envie `{keyword} confirmar` nos próximos 5 minutos.",
@@ -210,6 +214,11 @@ PT_BR = Texts(
     forwarded_many="↪️ Encaminhada com frequência",
     sent_at="🕓 Enviada no WhatsApp em {time}",
     time_format="%d/%m/%Y %H:%M UTC",
+    redis_unreachable="⚠️ O Redis do Ponte não responde há {seconds} s. Nada se perde: as "
+    "mensagens que chegam ficam guardadas no diário local do Ponte e entram no Chatwoot, na "
+    "ordem, assim que o Redis voltar. Até lá, as mensagens do WhatsApp atrasam.",
+    redis_back="✅ O Redis voltou depois de {seconds} s; as {count} operações guardadas no "
+    "diário local foram entregues.",
 )
 
 EN = Texts(
@@ -244,6 +253,7 @@ EN = Texts(
     reason_attachment_foreign="the attachment is not on the configured Chatwoot server",
     reason_attachment_too_large="the attachment is too large to send",
     reason_attachment_unavailable="the attachment could not be downloaded from Chatwoot",
+    reason_internal="an internal error in Ponte while sending (details in Ponte's log)",
     revoke_failed="⚠️ The message was not deleted on WhatsApp: {reason}",
     confirm_relink="Number {number} is connected to inbox {inbox}. To unlink it and link another "
     "number, send `{keyword} confirmar` within 5 minutes.",
@@ -324,6 +334,11 @@ EN = Texts(
     forwarded_many="↪️ Forwarded many times",
     sent_at="🕓 Sent on WhatsApp at {time}",
     time_format="%Y-%m-%d %H:%M UTC",
+    redis_unreachable="⚠️ Ponte's Redis has not answered for {seconds} s. Nothing is lost: "
+    "what arrives is kept in Ponte's local journal and reaches Chatwoot, in order, as soon as "
+    "Redis is back. Until then WhatsApp messages are delayed.",
+    redis_back="✅ Redis is back after {seconds} s; the {count} operations kept in the local "
+    "journal were delivered.",
 )
 
 _BY_LANGUAGE: dict[str, Texts] = {"pt_BR": PT_BR, "en": EN}

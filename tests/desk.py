@@ -70,11 +70,11 @@ def open_desk(fake: FakeChatwoot, make_settings: SettingsFactory, tmp_path: Path
     base = f"http://127.0.0.1:{port}"
     inbox = fake.add_inbox("WhatsApp Loja", webhook_url=f"{base}/webhook/chatwoot")
     ops = fake.create_conversation_for("+5585999990000", inbox["id"])
-    settings = make_settings(
-        server_port=port, chatwoot_base_url=fake.url, chatwoot_api_access_token=fake.token,
-        webhook_secret=inbox["secret"],
-        webhook_authorized_agent_emails=fake.default_agent["email"],
-        chatwoot_queue_concurrency=2, **overrides)
+    settings = make_settings(**{
+        "server_port": port, "chatwoot_base_url": fake.url,
+        "chatwoot_api_access_token": fake.token, "webhook_secret": inbox["secret"],
+        "webhook_authorized_agent_emails": fake.default_agent["email"],
+        "chatwoot_queue_concurrency": 2, **overrides})
     env = settings_env(settings)
     desk = Desk(fake, settings, base, inbox, ops["id"],
                 PonteProcess("serve", env, tmp_path / "serve.log"),

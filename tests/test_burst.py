@@ -77,7 +77,7 @@ async def run_burst(fake: FakeChatwoot, settings_factory: SettingsFactory, redis
                             f"pending\n{worker.output()}")
             if int(time.monotonic() - started) % 10 == 0:
                 print(f"t={time.monotonic() - started:.0f}s posted={posted} pending={pending}")
-            await dispatcher.sweep()  # what `ponte serve` runs every 15 s
+            await dispatcher.sweep()  # what `ponte serve` runs every 5 s
             await asyncio.sleep(0.5)
         elapsed = time.monotonic() - started
     finally:

@@ -1,8 +1,10 @@
 """The serve side of WhatsApp -> Chatwoot: sidecar events and notes into mailboxes, drains queued.
 
-An event counts as accepted once its item is in Redis. Appending schedules a drain job only when
-none is scheduled for that mailbox; the sweeper re-schedules mailboxes whose job was lost (a
-worker killed mid-job, Redis restarted between append and enqueue).
+An event counts as accepted once it is durable: its item in Redis, or, while Redis does not
+answer, the event in the journal (`intake.py`), replayed through the same code once Redis is
+back. Appending schedules a drain job only when none is scheduled for that mailbox; the sweeper
+re-schedules mailboxes whose job was lost (a worker killed mid-job, Redis restarted between
+append and enqueue).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -25,7 +28,13 @@ from bridge.ids import (
     normalize_jid,
 )
 from bridge.jobs.queues import schedule_drain, schedule_status
-from bridge.sidecar.protocol import MessageEvent, MessageStatusEvent, WaMessageKeyModel
+from bridge.relay.intake import JOURNALED, Intake
+from bridge.sidecar.protocol import (
+    LidMappingEvent,
+    MessageEvent,
+    MessageStatusEvent,
+    WaMessageKeyModel,
+)
 from bridge.store import keys
 from bridge.store.connection import as_text
 from bridge.store.lids import LidTable
@@ -38,6 +47,10 @@ _CHATWOOT_STATUS = {"server_ack": "sent", "delivered": "delivered", "read": "rea
                     "played": "read", "error": "failed"}
 _RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 AVATAR_EVERY_SECONDS = 24 * 3600
+# The sidecar events that carry data for Chatwoot (the rest steer the runner's state machine).
+DataEvent = MessageEvent | LidMappingEvent | MessageStatusEvent
+_DATA_EVENTS: dict[str, type[DataEvent]] = {
+    "message": MessageEvent, "lid_mapping": LidMappingEvent, "message_status": MessageStatusEvent}
 
 
 def chat_kind(jid: str) -> str:
@@ -79,6 +92,39 @@ class Dispatcher:
         self._mappings = AsyncMappingStore(redis_async)
         self._ignore_chats = ignore_chats
         self._spool = spool.resolve() if spool is not None else None
+        self._intake: Intake | None = None
+
+    def attach(self, intake: Intake) -> None:
+        """From now on events, notes and statuses are durable through `intake` (serve does
+        this at start; without it they go to Redis or fail, as in tests of this module)."""
+        self._intake = intake
+        intake.register("sidecar_event", self._apply_event, encode=lambda a: {
+            "instance_id": a["instance_id"], "event": a["event"].model_dump(mode="json")})
+        intake.register("note", self._apply_note)
+        intake.register("status", self._apply_status)
+
+    async def event(self, instance_id: InstanceId, event: DataEvent) -> Jid | None:
+        """A data event from a sidecar, made durable; returns the chat of a message queued for
+        Chatwoot now (None when it is not for Chatwoot, or went to the journal)."""
+        args: dict[str, Any] = {"instance_id": instance_id, "event": event}
+        if self._intake is None:
+            result: Jid | None = await self._apply_event(args, time.time())
+            return result
+        outcome = await self._intake.submit("sidecar_event", args)
+        return None if outcome is JOURNALED else cast(Jid | None, outcome)
+
+    async def _apply_event(self, args: dict[str, Any], at: float) -> Jid | None:
+        instance_id = InstanceId(str(args["instance_id"]))
+        event = args["event"]
+        if isinstance(event, dict):  # from the journal
+            event = _DATA_EVENTS[str(event.get("type"))].model_validate(event)
+        if isinstance(event, MessageEvent):
+            return await self.wa_message(instance_id, event)
+        if isinstance(event, LidMappingEvent):
+            await self.lid_mapping(instance_id, event.lid, event.pn)
+        elif isinstance(event, MessageStatusEvent):
+            await self.wa_status(instance_id, event)
+        return None
 
     async def append(self, mailbox: str, item: MailboxItem) -> None:
         if await self._writer.append(mailbox, item):
@@ -156,8 +202,18 @@ class Dispatcher:
 
     async def message_status(self, account_id: int, conversation_id: int, cw_message_id: int,
                              status: str, external_error: str | None = None) -> None:
-        await asyncio.to_thread(schedule_status, self._sync, account_id, conversation_id,
-                                cw_message_id, status, external_error)
+        args: dict[str, Any] = {"account_id": account_id, "conversation_id": conversation_id,
+                "cw_message_id": cw_message_id, "status": status,
+                "external_error": external_error}
+        if self._intake is None:
+            await self._apply_status(args, time.time())
+        else:
+            await self._intake.submit("status", args)
+
+    async def _apply_status(self, args: dict[str, Any], at: float) -> None:
+        await asyncio.to_thread(
+            schedule_status, self._sync, args["account_id"], args["conversation_id"],
+            args["cw_message_id"], args["status"], args["external_error"])
 
     def _discard_media(self, event: MessageEvent) -> None:
         path = event.media.path if event.media else None
@@ -186,27 +242,47 @@ class Dispatcher:
         if qr is not None:
             payload["qr"] = qr
             payload["expires_at"] = time.time() + QR_LIFETIME_SECONDS
-        await self.append(keys.note_mailbox(account_id, conversation_id),
-                          MailboxItem.note(payload))
+        # The item (and its id, the note's idempotency key) is made once, here: a replayed
+        # note is the same note.
+        args = {"mailbox": keys.note_mailbox(account_id, conversation_id),
+                "item": MailboxItem.note(payload).dumps()}
+        if self._intake is None:
+            await self._apply_note(args, time.time())
+        else:
+            await self._intake.submit("note", args)
 
-    async def sweep(self) -> int:
-        """Schedule a drain for every pending mailbox that has no job and no lock holder."""
+    async def _apply_note(self, args: dict[str, str], at: float) -> None:
+        await self.append(args["mailbox"], MailboxItem.loads(args["item"]))
+
+    async def sweep(self, *, after_outage: bool = False) -> int:
+        """Schedule a drain for every pending mailbox that has no job and no lock holder.
+        `after_outage`: also where the "scheduled" flag says a job is on its way, since a job
+        a worker was taking when Redis went away is gone with the flag still set (for up to
+        its TTL); a second drain of a mailbox is harmless (drains take its lock)."""
         scheduled = 0
         for raw in await self._redis.smembers(keys.MAILBOXES_PENDING):
             mailbox = as_text(raw)
             if await self._redis.exists(keys.mailbox_lock(mailbox)):
                 continue
-            if await self._redis.set(keys.mailbox_scheduled(mailbox), "1", nx=True,
-                                     ex=SCHEDULED_TTL_SECONDS):
-                await asyncio.to_thread(schedule_drain, self._sync, mailbox)
-                scheduled += 1
+            flag = keys.mailbox_scheduled(mailbox)
+            if after_outage:
+                await self._redis.set(flag, "1", ex=SCHEDULED_TTL_SECONDS)
+            elif not await self._redis.set(flag, "1", nx=True, ex=SCHEDULED_TTL_SECONDS):
+                continue
+            await asyncio.to_thread(schedule_drain, self._sync, mailbox)
+            scheduled += 1
         return scheduled
 
     async def run_sweeper(self, interval_s: float) -> None:
+        """Every `interval_s`; the first pass at once and as after an outage: a serve killed
+        between an append and its job's enqueue left a "scheduled" flag with no job behind."""
+        failed = True
         while True:
-            await asyncio.sleep(interval_s)
             try:
-                if count := await self.sweep():
+                if count := await self.sweep(after_outage=failed):
                     logger.bind(count=count).info("Sweeper re-scheduled mailboxes")
+                failed = False
             except Exception:  # a Redis hiccup must not end the sweeper
                 logger.exception("Sweeper pass failed")
+                failed = True
+            await asyncio.sleep(interval_s)

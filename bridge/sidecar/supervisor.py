@@ -12,12 +12,10 @@ import asyncio
 import os
 import random
 import shutil
-import socket
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,10 @@ from bridge.config import Settings
 from bridge.errors import ProtocolError, SidecarError, SidecarUnavailable
 from bridge.ids import InstanceId, normalize_jid, phone_from_jid
 from bridge.relay.dispatch import Dispatcher
+from bridge.relay.intake import JOURNALED, Intake
 from bridge.sidecar import policy
-from bridge.sidecar.lease import Lease
-from bridge.sidecar.process import SidecarProcess, sidecar_env
+from bridge.sidecar.lease import Holder, Lease
+from bridge.sidecar.process import SidecarProcess, end_leftovers, sidecar_env
 from bridge.sidecar.protocol import (
     PROTOCOL_VERSION,
     ConnectionEvent,
@@ -129,6 +128,8 @@ class InstanceRunner:
         self._announce_open = False
         self._background: set[asyncio.Task[object]] = set()
         self._log = logger.bind(instance=instance_id)
+        # The registry record as last read: where notes go while Redis does not answer.
+        self.record: InstanceRecord | None = None
 
     # --- state ----------------------------------------------------------------------------
     def transition(self, new: ProcessState) -> None:
@@ -161,14 +162,20 @@ class InstanceRunner:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _refresh_avatar(self, chat_jid: str) -> None:
+    async def _maybe_refresh_avatar(self, chat_jid: str) -> None:
+        """At most once a day per chat; best effort (a Redis blink skips it until tomorrow)."""
+        dispatcher = self._sup.dispatcher
         try:
+            if not await dispatcher.avatar_due(self.instance_id, chat_jid):
+                return
             result = await self.request(lambda cid: ProfilePictureCommand(id=cid, jid=chat_jid))
+            url = (result.data or {}).get("url")
+            if isinstance(url, str) and url.startswith("https://"):
+                await dispatcher.avatar(self.instance_id, chat_jid, url)
         except SidecarError:
             return  # not connected now; it is looked at again tomorrow
-        url = (result.data or {}).get("url")
-        if isinstance(url, str) and url.startswith("https://"):
-            await self._sup.dispatcher.avatar(self.instance_id, chat_jid, url)
+        except RedisError as err:
+            self._log.bind(error=type(err).__name__).debug("Avatar not looked at")
 
     @property
     def alive(self) -> bool:
@@ -243,6 +250,8 @@ class InstanceRunner:
                     self.transition(ProcessState.BACKOFF)
                     await self._pause(self._sup.settings.baileys_lease_ms / 1000)
                     continue
+                if self._lease.taken_from is not None:
+                    await self._after_take_over(self._lease.taken_from)
                 if self._stop_requested.is_set():
                     break  # asked to stop while waiting for the lease
                 self.transition(ProcessState.STARTING)
@@ -283,6 +292,15 @@ class InstanceRunner:
             if late:
                 await asyncio.wait(late, timeout=1.0)
 
+    async def _after_take_over(self, dead: str) -> None:
+        """The lease was held by a serve of this host that died: its sidecar may still be
+        finishing; it must be gone before ours logs in with the same session."""
+        session = self._sup.session_dir(self.instance_id).resolve()
+        ended = await end_leftovers(self.instance_id, session,
+                                    self._sup.settings.baileys_stop_wait_ms / 1000)
+        self._log.bind(dead_holder=dead, leftover_sidecars=ended).info(
+            "Took over the lease of a serve that died on this host")
+
     async def _pause(self, seconds: float) -> None:
         """Wait, unless a stop is requested first."""
         try:
@@ -307,7 +325,7 @@ class InstanceRunner:
 
     async def _spawn_and_wait(self) -> int:
         session = self._sup.session_dir(self.instance_id)
-        record = await self._sup.registry.get(self.instance_id)
+        record = self.record = await self._sup.registry.get(self.instance_id)
         pairing_phone = record.pairing_phone if record and not record.linked else None
         if pairing_phone:
             # Asking for a code writes a half-made identity (creds.me) that would log in and get
@@ -450,14 +468,12 @@ class InstanceRunner:
 
     async def _on_event(self, event: SidecarEvent) -> None:
         self.last_event_at = time.time()
-        if isinstance(event, MessageEvent):
-            chat = await self._sup.dispatcher.wa_message(self.instance_id, event)
-            if chat and await self._sup.dispatcher.avatar_due(self.instance_id, chat):
-                self._spawn(self._refresh_avatar(chat))
-        elif isinstance(event, LidMappingEvent):
-            await self._sup.dispatcher.lid_mapping(self.instance_id, event.lid, event.pn)
-        elif isinstance(event, MessageStatusEvent):
-            await self._sup.dispatcher.wa_status(self.instance_id, event)
+        if isinstance(event, MessageEvent | LidMappingEvent | MessageStatusEvent):
+            # Durable before the next frame is read: in Redis, or in the journal while Redis
+            # does not answer (Baileys acknowledged it to WhatsApp already).
+            chat = await self._sup.dispatcher.event(self.instance_id, event)
+            if chat is not None:
+                self._spawn(self._maybe_refresh_avatar(chat))
         elif isinstance(event, ConnectionEvent):
             await self._on_connection(event)
         elif isinstance(event, QrEvent):
@@ -518,11 +534,16 @@ class InstanceRunner:
         if event.state == "open":
             self._set_connection(ConnectionState.OPEN)
             self.last_error = None
+            # A close before this open (the 515 after a scan) is history: a crash of this run
+            # is a crash, with its backoff, not a restart that close asked for.
+            self._last_close = None
             me = event.me
             wa_jid = normalize_jid(me.id) if me else None
             lid = normalize_jid(me.lid) if me and me.lid else None
-            record = await self._sup.registry.update(
-                self.instance_id, linked=True, wa_jid=wa_jid, lid=lid, qr_attempts=0,
+            # "Linked" must survive a Redis outage: a number whose record missed it would not
+            # come back after the next restart.
+            record = await self._sup.update_record(
+                self, linked=True, wa_jid=wa_jid, lid=lid, qr_attempts=0,
                 pairing_phone=None, last_error=None)
             self._log.info("WhatsApp connection open")
             if self._announce_open and record is not None:
@@ -563,9 +584,32 @@ class InstanceSupervisor:
         self.protocol_errors: dict[InstanceId, int] = {}  # lines that were not frames
         self.started_at = time.time()
         self.stopping = False
-        self.host_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.host_id = str(Holder.mine())  # <host>:<pid>:...: see lease.Holder
         # Tasks that live as long as an instance runs (its outbox consumer).
         self.companions: list[Callable[[InstanceRunner], Coroutine[Any, Any, None]]] = []
+        self._intake: Intake | None = None
+
+    def attach(self, intake: Intake) -> None:
+        """Record updates the state machine makes are durable through `intake` from now on."""
+        self._intake = intake
+        intake.register("registry_update", self._apply_record_update)
+
+    async def update_record(self, runner: InstanceRunner, **changes: Any) -> InstanceRecord | None:
+        """Update the runner's registry record, durably; while Redis does not answer the change
+        waits in the journal and the answer is the cached record with the change applied."""
+        args = {"instance_id": runner.instance_id, "changes": changes}
+        if self._intake is None:
+            record: InstanceRecord | None = await self._apply_record_update(args, time.time())
+        else:
+            outcome = await self._intake.submit("registry_update", args)
+            record = (replace(runner.record, **changes) if runner.record is not None else None
+                      ) if outcome is JOURNALED else outcome
+        runner.record = record or runner.record
+        return record
+
+    async def _apply_record_update(self, args: dict[str, Any], at: float
+                                   ) -> InstanceRecord | None:
+        return await self.registry.update(InstanceId(args["instance_id"]), **args["changes"])
 
     def session_dir(self, instance_id: InstanceId) -> Path:
         return self.settings.sessions_dir / instance_id
@@ -581,6 +625,9 @@ class InstanceSupervisor:
 
     def runner(self, instance_id: InstanceId) -> InstanceRunner | None:
         return self._runners.get(instance_id)
+
+    def runners(self) -> list[InstanceRunner]:
+        return list(self._runners.values())
 
     def count_protocol_error(self, instance_id: InstanceId) -> None:
         self.protocol_errors[instance_id] = self.protocol_errors.get(instance_id, 0) + 1

@@ -19,7 +19,10 @@ from starlette.applications import Starlette
 from bridge import metrics
 from bridge.chatwoot.client import ChatwootClient
 from bridge.config import Settings
+from bridge.relay import outage
 from bridge.relay.dispatch import Dispatcher
+from bridge.relay.intake import Intake
+from bridge.relay.journal import Journal
 from bridge.relay.outbound import OutboundSender
 from bridge.sidecar.supervisor import InstanceSupervisor
 from bridge.store import connection
@@ -27,7 +30,9 @@ from bridge.store.registry import Registry
 from bridge.web import admin, page, status, webhook
 from bridge.web.services import Services
 
-SWEEP_INTERVAL_SECONDS = 15.0
+# A mailbox whose drain was lost (a worker killed holding its lock) waits out the lock's TTL and
+# then at most this long; a pass is one SMEMBERS and an EXISTS per pending mailbox.
+SWEEP_INTERVAL_SECONDS = 5.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,6 +48,13 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
                                 spool=settings.spool_dir)
         supervisor = InstanceSupervisor(settings, registry, dispatcher,
                                         project_root=project_root)
+        intake = Intake(Journal(settings.journal_dir,
+                                max_bytes=settings.server_journal_max_mb * 1024 * 1024),
+                        redis_async,
+                        outage_note_after_s=settings.server_redis_outage_note_seconds)
+        dispatcher.attach(intake)
+        intake.after_outage.append(lambda: dispatcher.sweep(after_outage=True))
+        supervisor.attach(intake)
         http = httpx.AsyncClient()  # attachments from Chatwoot
         recorder = metrics.Recorder(redis_async)
         outbound = OutboundSender(settings, redis_async, dispatcher, recorder, http)
@@ -51,8 +63,13 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
                                   timeout_s=settings.chatwoot_api_timeout / 1000)
         services = Services(settings=settings, redis=redis_async, registry=registry,
                             dispatcher=dispatcher, supervisor=supervisor, outbound=outbound,
-                            chatwoot=chatwoot, recorder=recorder)
+                            chatwoot=chatwoot, recorder=recorder, intake=intake)
         app.state.services = services
+        webhook.attach(services)
+        outage.install(intake, supervisor, dispatcher, chatwoot, services.texts)
+        # Before any sidecar runs: a journal a crash left is replayed first, and whatever the
+        # sidecars say from now on queues behind it.
+        await intake.start()
         await supervisor.resume()
         sweeper = asyncio.create_task(dispatcher.run_sweeper(SWEEP_INTERVAL_SECONDS),
                                       name="mailbox-sweeper")
@@ -74,6 +91,7 @@ def create_app(settings: Settings, *, project_root: Path = PROJECT_ROOT) -> Star
             except TimeoutError:
                 logger.bind(seconds=bound).error("Sidecars did not all stop in time")
             await asyncio.gather(sweeper, return_exceptions=True)
+            await intake.close()  # what is still journaled is replayed at the next start
             await http.aclose()
             chatwoot.close()
             await recorder.close()

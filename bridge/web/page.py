@@ -100,6 +100,18 @@ def format_bytes(count: object) -> str:
     return f"{count / 2**20:.0f} MB"
 
 
+def journal_line(journal: dict[str, Any]) -> str:
+    """What the journal means for the operator while serve journals (`/global-status`)."""
+    since = journal.get("redisDownSince")
+    size = journal.get("bytes")
+    kept = (f"{journal.get('entries', '?')} operations kept in the journal "
+            f"({size / 1024:.0f} KiB)" if isinstance(size, int | float) else "")
+    if not isinstance(since, int | float):  # a journal an earlier run left, being replayed
+        return f"Replaying the journal: {kept}"
+    return (f"Redis unreachable for {format_duration(time.time() - since)}: {kept}, "
+            "replayed in order when Redis answers")
+
+
 def number_of(jid: object) -> str:
     """`5511999990000@s.whatsapp.net` -> `+5511999990000`; another address as it is."""
     if not isinstance(jid, str) or not jid:
@@ -252,9 +264,16 @@ def render_page(status: dict[str, Any], linking: dict[str, tuple[str | None, str
                          ("mailboxes pending", status.get("mailboxesPending")),
                          ("failed (total)", status.get("failedCount"))):
         queue_rows += f'<tr><td>{label}</td><td class="num">{_e(value)}</td><td></td></tr>'
+    journal = status.get("journal")
+    if isinstance(journal, dict):
+        queue_rows += (f'<tr><td>journal</td><td class="num">{_e(journal.get("entries"))}</td>'
+                       f'<td>{_e(format_bytes(journal.get("bytes")))} of '
+                       f'{_e(format_bytes(journal.get("maxBytes")))}</td></tr>')
     redis = status.get("redis")
     if isinstance(redis, dict) and redis.get("ok") is False:
         error = "; ".join(filter(None, [error, f"Redis unreachable: {redis.get('error')}"]))
+    if isinstance(journal, dict) and journal.get("mode") == "journal":
+        error = "; ".join(filter(None, [error, journal_line(journal)]))
     banner = f'<p class="banner">{_e(error)}</p>' if error else ""
     opened = sum(1 for i in instances if i.get("status") == "open")
     return f"""<!doctype html>

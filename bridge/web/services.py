@@ -14,6 +14,7 @@ from bridge.chatwoot.client import ChatwootClient
 from bridge.config import Settings
 from bridge.metrics import Recorder
 from bridge.relay.dispatch import Dispatcher
+from bridge.relay.intake import Intake
 from bridge.relay.outbound import OutboundSender
 from bridge.sidecar.supervisor import InstanceSupervisor
 from bridge.store.registry import Registry
@@ -30,6 +31,7 @@ class Services:
     outbound: OutboundSender
     chatwoot: ChatwootClient  # sync: call it through asyncio.to_thread
     recorder: Recorder  # metrics, written in batches
+    intake: Intake  # what serve receives is durable through it (Redis, or the journal)
     # Secrets of inboxes Ponte created (ponte:inbox-secrets), cached: read again when a
     # webhook does not verify with them, and at least every INBOX_SECRETS_TTL seconds.
     inbox_secrets: tuple[str, ...] = ()

@@ -76,6 +76,7 @@ class _Instance:
     last_event_at: float | None
     outbox_depth: int | None
     protocol_errors: int
+    outbound_restarts: int  # its outbox consumer crashed and was started again
 
 
 async def _survey(services: Services) -> tuple[list[_Instance], metrics.HostSample]:
@@ -105,7 +106,8 @@ async def _survey(services: Services) -> tuple[list[_Instance], metrics.HostSamp
             cpu_percent=percent, cpu_seconds=seconds,
             last_event_at=runner.last_event_at if runner else None,
             outbox_depth=outboxes.get(iid),
-            protocol_errors=services.supervisor.protocol_errors.get(iid, 0)))
+            protocol_errors=services.supervisor.protocol_errors.get(iid, 0),
+            outbound_restarts=services.outbound.restarts(iid)))
     return instances, host
 
 
@@ -150,6 +152,7 @@ def _instance_json(item: _Instance, host: metrics.HostSample, now: float) -> dic
         "failedCount": (host.failed_items or {}).get(item.instance_id, 0)
         if host.failed_items is not None else None,
         "protocolErrors": item.protocol_errors,
+        "outboundRestarts": item.outbound_restarts,
     }
 
 
@@ -177,6 +180,8 @@ async def global_status(request: Request) -> JSONResponse:
         "failedCount": host.failed_total,
         "redis": {"ok": True} if host.redis_error is None
         else {"ok": False, "error": host.redis_error},
+        # What this serve received while Redis did not answer, waiting to be replayed.
+        "journal": services.intake.status(),
     })
 
 
@@ -204,7 +209,8 @@ async def prometheus_metrics(request: Request) -> Response:
         protocol_errors=i.protocol_errors)
         for i in instances]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Scrape(list(metrics.families(host, samples, STATES))))
+    registry.register(_Scrape([*metrics.families(host, samples, STATES),
+                               *metrics.journal_families(services.intake.status())]))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

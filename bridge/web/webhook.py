@@ -8,7 +8,6 @@ agent bot, without `source_id` (ours carry one), in an inbox linked to an instan
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -23,15 +22,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bridge import metrics
-from bridge.chatwoot.models import MessageWebhook
+from bridge.chatwoot.models import ConversationStatusWebhook, MessageWebhook
 from bridge.convert.markdown import signed, to_whatsapp
 from bridge.convert.to_whatsapp import recipient_jid
 from bridge.ids import InstanceId, make_instance_id, normalize_jid
+from bridge.relay.intake import JOURNALED
+from bridge.relay.journal import JournalFull
 from bridge.store import keys
-from bridge.store.connection import as_text
+from bridge.store.connection import as_text, unavailable
 from bridge.store.mapping import AsyncMappingStore
 from bridge.store.outbox import Outbox, OutboxAttachment, OutboxEntry, OutboxQuote
 from bridge.web import commands
+from bridge.web.payload import BadBody, parse_body
 from bridge.web.security import Unverified, verify_webhook
 from bridge.web.services import Services
 
@@ -111,6 +113,9 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 
 @metrics.timed_webhook
 async def chatwoot_webhook(request: Request) -> JSONResponse:
+    """Read, verify and parse here (nothing of it needs Redis); then `handle` the webhook
+    through the intake, so a message an agent wrote is durable before Chatwoot hears 2xx: in
+    Redis, or in the journal while Redis does not answer (replayed through `handle` later)."""
     services: Services = request.app.state.services
     settings = services.settings
     try:
@@ -124,29 +129,78 @@ async def chatwoot_webhook(request: Request) -> JSONResponse:
     except Unverified as err:
         logger.bind(path=request.url.path, reason=str(err)).warning("Webhook refused")
         return _answer(401, error=f"unverified webhook: {err}")
+    except _SecretsUnreadable:
+        return _answer(503, error="cannot verify now: Redis is unreachable, retry later")
     try:
-        data = json.loads(body)
-    except ValueError as err:
-        return _answer(400, error=f"body is not valid JSON: {err}")
-    if not isinstance(data, dict):
-        return _answer(400, error="body must be a JSON object")
+        data = parse_body(body)
+    except BadBody as err:
+        logger.bind(path=request.url.path, reason=err.reason).warning("Webhook body refused")
+        return _answer(400, error=err.reason)
     event = data.get("event")
     if not isinstance(event, str) or not event:
         return _answer(400, error="missing 'event' (a Chatwoot webhook names its event)")
-    claim = _Claim(services, request.headers.get("x-chatwoot-delivery"))
+    message = None
+    if event in ("message_created", "message_updated"):
+        try:
+            message = MessageWebhook.model_validate(data)
+        except ValidationError as err:
+            return _answer(422, error=f"{event} payload is incomplete: {_problems(err)}")
+    elif event == "conversation_status_changed":
+        try:  # checked here for the answer; the handler reads `data` (what the journal keeps)
+            ConversationStatusWebhook.model_validate(data)
+        except ValidationError as err:
+            return _answer(422, error=f"{event} payload is incomplete: {_problems(err)}")
+    else:
+        # The name is the sender's text, of any length: cut in the answer.
+        return _answer(200, status="ignored", reason=f"event {event[:60]} is not handled")
+    args = {"data": data, "delivery": request.headers.get("x-chatwoot-delivery"),
+            "message": message}
+    try:
+        outcome = await services.intake.submit("webhook", args, wait_when_full=False)
+    except JournalFull:
+        logger.error("Webhook refused: Redis is unreachable and the journal is full")
+        return _answer(503, error="Redis is unreachable and the journal is full, retry later")
+    if outcome is JOURNALED:
+        return _answer(200, status="journaled")
+    response: JSONResponse = outcome
+    return response
+
+
+def _problems(err: ValidationError) -> str:
+    """The first few, as `where: what`; a path of keys the sender chose is cut short."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))[:80]}: {e['msg']}"
+                     for e in err.errors()[:5])
+
+
+def attach(services: Services) -> None:
+    """Webhooks go through `services.intake` as the "webhook" operation from now on."""
+    async def apply(args: dict[str, Any], at: float) -> JSONResponse:
+        return await handle(services, args, at)
+    services.intake.register("webhook", apply, encode=_journaled_args)
+
+
+def _journaled_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The journal keeps the body as Chatwoot sent it; the parsed model is made again."""
+    return {"data": args["data"], "delivery": args["delivery"]}
+
+
+async def handle(services: Services, args: dict[str, Any], received_at: float) -> JSONResponse:
+    """Act on a verified, parsed webhook (`args`: its body `data`, its `delivery` id, and its
+    `message` when already validated). Applied again whole after Redis failed half-way: the
+    claims keep a relay, command or deletion from happening twice."""
+    data: dict[str, Any] = args["data"]
+    event = data["event"]
+    claim = _Claim(services, args.get("delivery"))
     if event == "conversation_status_changed":
         return await _conversation_status(services, data)
-    if event not in ("message_created", "message_updated"):
-        return _answer(200, status="ignored", reason=f"event {event} is not handled")
-    try:
-        message = MessageWebhook.model_validate(data)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                             for e in err.errors()[:5])
-        return _answer(422, error=f"{event} payload is incomplete: {problems}")
+    message = args.get("message") or MessageWebhook.model_validate(data)
     if event == "message_updated":
-        return await _updated(services, message, claim)
-    return await _route(services, message, claim)
+        return await _updated(services, message, claim, received_at)
+    return await _route(services, message, claim, received_at)
+
+
+class _SecretsUnreadable(Exception):
+    """The webhook matched no cached secret, and Redis (where the others are) does not answer."""
 
 
 async def _verify(services: Services, request: Request, body: bytes) -> None:
@@ -158,21 +212,36 @@ async def _verify(services: Services, request: Request, body: bytes) -> None:
     try:
         verify_webhook(services.settings, request, body, extra_secrets=services.inbox_secrets)
     except Unverified:
-        if not await _reload_inbox_secrets(services, now):
+        try:
+            changed = await _reload_inbox_secrets(services, now, strict=True)
+        except Exception as err:
+            if unavailable(err):
+                raise _SecretsUnreadable() from err
+            raise
+        if not changed:
             raise
         verify_webhook(services.settings, request, body, extra_secrets=services.inbox_secrets)
 
 
-async def _reload_inbox_secrets(services: Services, now: float) -> bool:
-    """True when they changed."""
-    fresh = tuple(sorted(as_text(s) for s in await services.redis.hvals(keys.INBOX_SECRETS)))
+async def _reload_inbox_secrets(services: Services, now: float, *, strict: bool = False) -> bool:
+    """True when they changed. While Redis does not answer the cached secrets stay in use
+    (an outage must not turn every inbox's webhooks away); `strict` raises instead."""
+    try:
+        stored = await services.redis.hvals(keys.INBOX_SECRETS)
+    except Exception as err:
+        if strict or not unavailable(err):
+            raise
+        services.inbox_secrets_at = now  # asked again after the TTL, not on every webhook
+        return False
+    fresh = tuple(sorted(as_text(s) for s in stored))
     services.inbox_secrets_at = now
     changed = fresh != services.inbox_secrets
     services.inbox_secrets = fresh
     return changed
 
 
-async def _updated(services: Services, message: MessageWebhook, claim: _Claim) -> JSONResponse:
+async def _updated(services: Services, message: MessageWebhook, claim: _Claim,
+                   received_at: float) -> JSONResponse:
     """Chatwoot marks an agent's message failed when a webhook for it failed (it sends each
     once). If we never queued it, send it now: that is what the agent's "retry" means. Every
     other update (our own status PATCHes coming back, edits) needs nothing."""
@@ -184,22 +253,27 @@ async def _updated(services: Services, message: MessageWebhook, claim: _Claim) -
     skip = _why_not_relayed(message, services.settings.chatwoot_relay_templates)
     if skip:
         return _answer(200, status="ignored", reason=skip)
-    return await _relay(services, message, claim)
+    return await _relay(services, message, claim, received_at)
 
 
 async def _conversation_status(services: Services, data: dict[str, Any]) -> JSONResponse:
     """Under the "new" policy, a resolved conversation is not reused: forget it, so the
     customer's next message starts a new one. (Chatwoot sends no account id here; inbox ids
     are global, so the inbox names the instance.)"""
-    if services.settings.chatwoot_conversation_policy != "new" or data.get("status") != "resolved":
+    try:  # `data` may come back from the journal, unchecked since: read it through the model
+        hook = ConversationStatusWebhook.model_validate(data)
+    except ValidationError as err:
+        return _answer(422, error=f"conversation_status_changed payload is incomplete: "
+                                  f"{_problems(err)}")
+    if services.settings.chatwoot_conversation_policy != "new" or hook.status != "resolved":
         return _answer(200, status="ignored", reason="nothing to do for this status")
-    contact_inbox = data.get("contact_inbox") or {}
+    source_id = hook.contact_inbox.source_id if hook.contact_inbox else None
     try:
-        chat_jid = normalize_jid(str(contact_inbox.get("source_id") or ""))
+        chat_jid = normalize_jid(source_id or "")
     except ValueError:
         return _answer(200, status="ignored", reason="not a WhatsApp conversation")
     for record in await services.registry.all():
-        if record.inbox_id == data.get("inbox_id"):
+        if hook.inbox_id is not None and record.inbox_id == hook.inbox_id:
             lid = await services.redis.get(keys.pn_to_lid(record.instance_id, chat_jid))
             stale = [keys.conversation(record.instance_id, chat_jid)]
             if lid is not None:
@@ -209,7 +283,8 @@ async def _conversation_status(services: Services, data: dict[str, Any]) -> JSON
     return _answer(200, status="ignored", reason="inbox is not linked to WhatsApp")
 
 
-async def _route(services: Services, message: MessageWebhook, claim: _Claim) -> JSONResponse:
+async def _route(services: Services, message: MessageWebhook, claim: _Claim,
+                 received_at: float) -> JSONResponse:
     if commands.may_carry_command(message):
         command = commands.parse(message.content, services.settings.webhook_command_keyword)
         if command is not None:
@@ -222,7 +297,7 @@ async def _route(services: Services, message: MessageWebhook, claim: _Claim) -> 
     skip = _why_not_relayed(message, services.settings.chatwoot_relay_templates)
     if skip:
         return _answer(200, status="ignored", reason=skip)
-    return await _relay(services, message, claim)
+    return await _relay(services, message, claim, received_at)
 
 
 def _why_not_relayed(message: MessageWebhook, templates: bool) -> str | None:
@@ -289,11 +364,16 @@ async def _quote(services: Services, instance_id: InstanceId,
 
 def _attachment_name(data_url: str) -> str | None:
     """ActiveStorage URLs end with the file's name."""
-    name = unquote(urlsplit(data_url).path.rsplit("/", 1)[-1])
+    try:
+        path = urlsplit(data_url).path
+    except ValueError:  # e.g. "http://[::1": the fetch will say what is wrong with the URL
+        return None
+    name = unquote(path.rsplit("/", 1)[-1])
     return name or None
 
 
-async def _relay(services: Services, message: MessageWebhook, claim: _Claim) -> JSONResponse:
+async def _relay(services: Services, message: MessageWebhook, claim: _Claim,
+                 received_at: float) -> JSONResponse:
     account_id, conversation_id = message.account.id, message.conversation.id
     try:
         instance_id = make_instance_id(account_id, message.inbox.id)
@@ -322,7 +402,7 @@ async def _relay(services: Services, message: MessageWebhook, claim: _Claim) -> 
                       services.settings.chatwoot_signature_delimiter)
     entry = OutboxEntry(
         account_id=account_id, conversation_id=conversation_id, cw_message_id=message.id,
-        jid=jid, text=text, at=time.time(), quote=await _quote(services, instance_id, message),
+        jid=jid, text=text, at=received_at, quote=await _quote(services, instance_id, message),
         attachments=tuple(
             OutboxAttachment(data_url=a.data_url, file_type=a.file_type or "file",
                              content_type=a.content_type, name=_attachment_name(a.data_url))
