@@ -82,6 +82,16 @@ class ChatwootUnavailable(ChatwootHTTPError):
     retryable: ClassVar[bool] = True
 
 
+class ChatwootThrottled(ChatwootUnavailable):
+    """429, or 422 "Too many messages" (more than 200 a minute in one conversation): Chatwoot
+    asks us to slow down. Never the item's fault: the chat waits and goes on, in order."""
+
+
+# Message#validate_conversation_message_limit answers 422 with this in `error`; the text is the
+# only thing that tells it from a message Chatwoot refuses for good (README "Message create").
+_TOO_MANY_MESSAGES = "Too many messages"
+
+
 def chatwoot_error_for_status(
     status: int, body: str, *, method: str = "", path: str = "",
     retry_after: float | None = None,
@@ -92,7 +102,9 @@ def chatwoot_error_for_status(
         cls = ChatwootNotFound
     elif status in (401, 403):
         cls = ChatwootAuthError
-    elif status == 429 or status >= 500:
+    elif status == 429 or (status == 422 and _TOO_MANY_MESSAGES in body):
+        cls = ChatwootThrottled
+    elif status >= 500:
         cls = ChatwootUnavailable
     else:
         cls = ChatwootRejected

@@ -27,6 +27,7 @@ class Texts:
     logged_out: str
     send_failed: str
     delivery_failed: str
+    deliveries_failed: str  # several failures of one chat in one note (at most one a minute)
     unsupported_message: str
     reason_not_connected: str
     reason_invalid_recipient: str
@@ -122,6 +123,8 @@ PT_BR = Texts(
     send_failed="⚠️ Mensagem não entregue no WhatsApp: {reason}",
     delivery_failed="⚠️ Uma mensagem do WhatsApp (id {wa_message_id}) não pôde ser registrada "
     "aqui: {reason}",
+    deliveries_failed="⚠️ {count} mensagens do WhatsApp não puderam ser registradas aqui (a "
+    "última, id {wa_message_id}: {reason}). Veja `ponte jobs failed`.",
     unsupported_message="[Mensagem do tipo {kind} recebida no WhatsApp; este tipo ainda não é "
     "exibido aqui. Veja no celular.]",
     reason_not_connected="o número não está conectado ao WhatsApp no momento",
@@ -242,6 +245,8 @@ EN = Texts(
     send_failed="⚠️ Message not delivered on WhatsApp: {reason}",
     delivery_failed="⚠️ A WhatsApp message (id {wa_message_id}) could not be recorded here: "
     "{reason}",
+    deliveries_failed="⚠️ {count} WhatsApp messages could not be recorded here (the last, id "
+    "{wa_message_id}: {reason}). See `ponte jobs failed`.",
     unsupported_message="[A {kind} message arrived on WhatsApp; this kind is not shown here yet. "
     "See it on the phone.]",
     reason_not_connected="the number is not connected to WhatsApp right now",

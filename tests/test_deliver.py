@@ -309,6 +309,19 @@ def test_a_group_is_one_contact_named_after_the_group_and_renamed_with_it(desk: 
     assert desk.fake.contacts[0]["name"] == "Vendas SP e RJ"
 
 
+def test_names_from_whatsapp_reach_chatwoot_as_one_line(desk: Desk) -> None:
+    # "Tenants kept apart", A: the contact name is plain text (no escaping), the sender's name in
+    # the message is escaped markdown; neither keeps a line break or a bidi override.
+    group = "120363025246125486@g.us"
+    desk.push("WA1", {"conversation": "PIX"}, chat=group, chat_name="Vendas\n\u202eSP*",
+              push_name="Chefe** (+5511900000001):\nPIX **Maria",
+              key={"participant": "5511977776666@s.whatsapp.net"})
+    desk.work()
+    assert desk.fake.contacts[0]["name"] == "Vendas SP*"
+    (message,) = desk.posted()
+    assert message["content"] == (r"**Chefe\*\* \(+5511900000001\): PIX \*\*Maria** "
+                                  "(+5511977776666):\nPIX")
+
 def test_names_follow_whatsapp_but_a_name_given_in_chatwoot_stays(desk: Desk) -> None:
     desk.whatsapp("WA1", "oi")
     desk.work()
@@ -407,3 +420,113 @@ def test_a_read_throttled_by_chatwoot_is_not_asked_again_at_once(desk: Desk) -> 
     lookups = [c for c in desk.fake.calls if c.path.endswith("/contact_inboxes/filter")]
     assert lookups[0].injected == "429" and lookups[1].at - lookups[0].at >= 0.9
     assert [m["content"] for m in desk.posted()] == ["oi"]
+
+
+# --- issue "Tenants kept apart", item 5: a flood is paced, not lost ---------------------------
+@pytest.fixture
+def flood_limit(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> Desk:
+    """Chatwoot's 200 messages a minute per conversation, scaled down to 5 a second, and Ponte's
+    pauses scaled with it."""
+    from bridge.jobs import deliver
+
+    desk.fake.message_rate_limit = 5
+    desk.fake.message_rate_window = 1.0
+    monkeypatch.setattr(deliver, "THROTTLE_FIRST_SECONDS", 0.5)
+    monkeypatch.setattr(deliver, "THROTTLE_MAX_SECONDS", 1.0)
+    return desk
+
+
+def test_a_flood_in_one_conversation_is_paced_not_lost(flood_limit: Desk) -> None:
+    desk = flood_limit
+    other = "5511922223333@s.whatsapp.net"
+    start = time.time()
+    for n in range(1, 21):
+        desk.whatsapp(f"WA{n:02}", f"mensagem {n}")
+    desk.push("WA-OTHER", {"conversation": "outro cliente"}, chat=other)
+    desk.work(timeout=60)
+    flood = [m for m in desk.posted() if m["source_id"] != "WA-OTHER"]
+    assert [m["content"] for m in flood] == [f"mensagem {n}" for n in range(1, 21)]
+    assert desk.failed() == []
+    assert not [m for m in desk.fake.messages() if m["private"]]  # no failure notes either
+    refused = [c for c in desk.fake.calls_to("POST", r"/messages$") if c.status == 422]
+    assert refused and all("Too many messages" in str(c.response) for c in refused)
+    # Paced: 20 messages at 5 a second need some seconds...
+    assert flood[-1]["created_at"] - start >= 2.0
+    # ...which the other chat, with its own mailbox, does not wait for.
+    (theirs,) = [m for m in desk.posted() if m["source_id"] == "WA-OTHER"]
+    assert theirs["created_at"] - start < 3.0
+
+
+def test_a_throttled_item_spends_no_attempts(flood_limit: Desk) -> None:
+    desk = flood_limit
+    # bullmq_job_attempts=4: six 422s "Too many messages" in a row would have failed it.
+    desk.fake.message_rate_limit = 0
+    desk.whatsapp("WA1", "espera a vez")
+    desk.work(until_empty=False)
+    deadline = time.monotonic() + 8
+    while len(desk.fake.calls_to("POST", r"/messages$")) < 6 and time.monotonic() < deadline:
+        desk.work(until_empty=False)
+        time.sleep(0.1)
+    assert desk.failed() == [] and desk.redis.llen(desk.mailbox) == 1
+    desk.fake.message_rate_limit = 5
+    desk.work(timeout=20)
+    assert [m["content"] for m in desk.posted()] == ["espera a vez"]
+    assert desk.failed() == []
+
+
+def test_the_failed_list_is_capped_and_its_counts_stay_true(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge import metrics
+
+    monkeypatch.setattr(keys, "FAILED_MAX_ENTRIES", 3)
+    desk.fake.fail(r"/messages$", method="POST", status=422, times=None)
+    for n in range(1, 6):
+        desk.whatsapp(f"WA{n}", f"recusada {n}")
+    desk.work()
+    desk.fake.clear_failures()
+    assert [f["item"]["id"] for f in desk.failed()] == ["WA5", "WA4", "WA3"]  # newest kept
+    # /global-status counts what is on the list, not what ever was.
+    assert desk.redis.hget(keys.stats(metrics.FAILED_ITEMS), desk.instance) == b"3"
+
+
+def test_a_failed_entry_keeps_its_item_but_only_an_excerpt_of_the_error(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.jobs import wa_messages
+
+    def explode(ctx: runtime.WorkerContext, item: MailboxItem) -> None:
+        raise ValueError("texto da mensagem " * 100)  # a stranger's error may quote the text
+
+    monkeypatch.setattr(wa_messages, "deliver", explode)
+    text = "longa " * 2000
+    desk.whatsapp("WA1", text)
+    desk.work()
+    (failure,) = desk.failed()
+    assert len(failure["reason"]) <= 200
+    # The whole item stays: `ponte jobs retry` puts it back, and it is the only copy.
+    assert failure["item"]["payload"]["event"]["message"]["message"]["conversation"] == text
+
+
+def test_failure_notes_are_coalesced_per_chat(desk: Desk,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.jobs import notes
+
+    monkeypatch.setattr(notes, "FAILURE_NOTE_WINDOW_SECONDS", 1.0)
+    desk.whatsapp("WA1", "antes")
+    desk.work()
+    too_long = "x" * 150_001  # Chatwoot refuses it for good (422), and only it: not the notes
+    for n in range(2, 6):
+        desk.whatsapp(f"WA{n}", too_long)
+    desk.work()
+
+    def failure_notes() -> list[str]:
+        return [m["content"] for m in desk.fake.messages() if m["private"]]
+
+    assert len(desk.failed()) == 4
+    (first,) = failure_notes()  # told at once; the three after it wait for the window
+    assert "WA2" in first
+    deadline = time.monotonic() + 10
+    while len(failure_notes()) < 2 and time.monotonic() < deadline:
+        desk.work(until_empty=False)  # runs the scheduled note when it is due
+        time.sleep(0.2)
+    first, second = failure_notes()
+    assert "3" in second and "WA5" in second

@@ -5,8 +5,14 @@ Protocol (see store/mailbox.py): take the mailbox lock; handle the head item; re
 finishing would otherwise wait for the sweeper. A transient failure (Chatwoot 5xx/429/timeout,
 auth) leaves the item at the head and schedules a retry with backoff (at least what a 429's
 `Retry-After` asks, capped); after `BULLMQ_JOB_ATTEMPTS` attempts, or at once for a permanent
-failure, the item goes to the failed list with a private note in its conversation, and the chat
-goes on.
+failure, the item goes to the (capped) failed list with a private note in its conversation (at
+most one a minute per chat, see notes.report_failure), and the chat goes on.
+
+Chatwoot telling us to slow down (429, or 422 "Too many messages": more than 200 messages a
+minute in one conversation) is no failure: the item stays at the head, the mailbox pauses (longer
+each time in a row, up to Chatwoot's one-minute window, after which every slot is free again)
+and no attempt is counted. A flooded chat thus drains at Chatwoot's pace, in order; other chats
+have mailboxes and jobs of their own and do not wait for it.
 
 Redis going away is not a failure of the item: it stays at the head of its mailbox (nothing is
 popped before its effect is recorded), the job waits for Redis and goes on under the same lock
@@ -29,7 +35,12 @@ from redis.lock import Lock
 
 from bridge import metrics
 from bridge.chatwoot.identity import Identity
-from bridge.errors import ChatwootAuthError, ChatwootUnavailable, PonteError
+from bridge.errors import (
+    ChatwootAuthError,
+    ChatwootThrottled,
+    ChatwootUnavailable,
+    PonteError,
+)
 from bridge.ids import InstanceId
 from bridge.jobs import notes, runtime, wa_messages
 from bridge.jobs.queues import schedule_drain
@@ -50,9 +61,35 @@ DRAIN_BUDGET_SECONDS = 60.0
 _MAX_BACKOFF_SECONDS = 60.0
 # A 429's Retry-After is honoured up to this: a proxy asking for an hour must not park a chat.
 MAX_RETRY_AFTER_SECONDS = 120.0
+# A throttled mailbox first pauses this long, doubling each time in a row, up to Chatwoot's
+# per-conversation window (Message#validate_conversation_message_limit counts the last minute):
+# after a whole window every slot is free, so waiting longer would only slow the chat down.
+THROTTLE_FIRST_SECONDS = 2.0
+THROTTLE_MAX_SECONDS = 60.0
+# The failed list shows only this much of an error's text (it may quote the message).
+REASON_MAX_CHARS = 200
 # How long a drain that lost Redis waits for it before leaving the mailbox to the sweeper.
 REDIS_WAIT_SECONDS = 60.0
 _REDIS_PROBE_SECONDS = 0.25
+
+
+# Push a failed entry and drop the oldest beyond the cap, keeping the per-instance count that
+# /global-status shows true for what was dropped (journal entries, from relay/intake.py, were
+# never counted, so only mailbox entries, which carry `item`, are uncounted).
+_PUSH_FAILED = """
+redis.call('lpush', KEYS[1], ARGV[1])
+local cap = tonumber(ARGV[2])
+while redis.call('llen', KEYS[1]) > cap do
+  local raw = redis.call('rpop', KEYS[1])
+  local ok, entry = pcall(cjson.decode, raw)
+  if ok and type(entry) == 'table' and entry['item'] ~= nil then
+    local instance = tostring(entry['instance'] or '')
+    if redis.call('hincrby', KEYS[2], instance, -1) <= 0 then
+      redis.call('hdel', KEYS[2], instance)
+    end
+  end
+end
+"""
 
 
 def drain(mailbox_key: str) -> int:
@@ -74,7 +111,7 @@ def drain(mailbox_key: str) -> int:
             count, retry_scheduled = _drain_holding(ctx, mailbox, lock)
             handled += count
         finally:
-            _release(lock, mailbox_key)
+            _release(ctx, lock, mailbox_key)
         if retry_scheduled is None:
             continue  # the lock was lost during an outage: take it again
         try:
@@ -122,14 +159,21 @@ def _redis_came_back(connection: redis.Redis) -> bool:
     return False
 
 
-def _release(lock: Lock, mailbox_key: str) -> None:
-    try:
-        lock.release()
-    except LockError:
-        logger.bind(mailbox=mailbox_key).warning("Mailbox lock expired while draining")
-    except Exception as err:  # Redis away: the lock expires by itself within its TTL
-        if not unavailable(err):
-            raise
+def _release(ctx: WorkerContext, lock: Lock, mailbox_key: str) -> None:
+    """Release the mailbox lock, riding out an outage: a lock left behind would turn this job's
+    own next attempt away ("another job holds it") and leave the mailbox for its TTL."""
+    for _ in range(2):
+        try:
+            lock.release()
+            return
+        except LockError:
+            logger.bind(mailbox=mailbox_key).warning("Mailbox lock expired while draining")
+            return
+        except Exception as err:
+            if not unavailable(err) or not _redis_came_back(ctx.redis):
+                if not unavailable(err):
+                    raise
+                return  # Redis stayed away: the lock expires by itself within its TTL
 
 
 @contextmanager
@@ -171,6 +215,9 @@ def _drain_locked(ctx: WorkerContext, mailbox: Mailbox, deadline: float) -> tupl
             except Exception as err:  # edge of the job: every failure is classified here
                 if unavailable(err):
                     raise  # not the item's fault: it stays where it is (see drain)
+                if isinstance(err, ChatwootThrottled):
+                    _pause(ctx, mailbox, err)
+                    return handled, True
                 if _retryable(err) and _schedule_retry(ctx, mailbox, item, err):
                     return handled, True
                 _fail(ctx, mailbox, item, err)
@@ -206,6 +253,32 @@ def backoff_seconds(base_ms: int, attempt: int) -> float:
     return float(delay * random.uniform(0.8, 1.2))
 
 
+def throttle_seconds(streak: int, retry_after: float | None = None, *,
+                     first_s: float = THROTTLE_FIRST_SECONDS) -> float:
+    """The pause after the `streak`-th "slow down" in a row."""
+    delay = min(first_s * 2 ** (streak - 1), THROTTLE_MAX_SECONDS)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS) + 1.0)
+    return float(delay)
+
+
+def _pause(ctx: WorkerContext, mailbox: Mailbox, err: ChatwootThrottled) -> None:
+    """Chatwoot asked this conversation to slow down: try the same head again later, without
+    counting an attempt (the item did nothing wrong; failing it would lose the flood)."""
+    streak = mailbox.record_throttle(ttl_s=int(THROTTLE_MAX_SECONDS * 4))
+    # A 422 "Too many messages" is this conversation's one-minute budget: seconds apart. A 429
+    # is Chatwoot's (or a proxy's) rate limit for the whole client: it says how long in
+    # Retry-After, and without it the usual retry backoff applies.
+    first = (THROTTLE_FIRST_SECONDS if err.status == 422
+             else ctx.settings.bullmq_job_backoff_delay / 1000)
+    delay = throttle_seconds(streak, err.retry_after, first_s=first)
+    logger.bind(streak=streak, delay_s=round(delay, 1), status=err.status).warning(
+        "Chatwoot throttled the conversation; pausing its mailbox")
+    # As in _schedule_retry: the sweeper must not cut the pause short.
+    ctx.redis.set(keys.mailbox_scheduled(mailbox.key), "1", ex=int(delay) + 60)
+    schedule_drain(ctx.redis, mailbox.key, delay_s=delay)
+
+
 def _schedule_retry(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem,
                     err: Exception) -> bool:
     attempt = mailbox.record_attempt(item)
@@ -224,8 +297,12 @@ def _schedule_retry(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem,
 
 
 def _fail(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem, err: Exception) -> None:
-    """Record a final failure where operators look, and tell the agents in the conversation."""
-    reason = str(err) or type(err).__name__
+    """Record a final failure where operators look, and tell the agents in the conversation.
+
+    The entry keeps the whole item: `ponte jobs retry` puts it back in its mailbox, and it is
+    the only copy of the WhatsApp message left. What is bounded is the list (FAILED_MAX_ENTRIES,
+    oldest dropped) and the error text kept with it; listings show no message text at all."""
+    reason = (str(err) or type(err).__name__)[:REASON_MAX_CHARS]
     logger.bind(error=type(err).__name__, kind=item.kind.value).error(
         "Delivery failed for good; moved to the failed list")
     at = time.time()
@@ -235,8 +312,9 @@ def _fail(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem, err: Exceptio
              "item": json.loads(item.dumps()), "error": type(err).__name__, "reason": reason,
              "at": at}
     with ctx.redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(keys.FAILED, json.dumps(entry, ensure_ascii=False))
         metrics.failed_for_good(pipe, instance, type(err).__name__)
+        pipe.eval(_PUSH_FAILED, 2, keys.FAILED, keys.stats(metrics.FAILED_ITEMS),
+                  json.dumps(entry, ensure_ascii=False), keys.FAILED_MAX_ENTRIES)
         pipe.execute()
     if item.kind is ItemKind.WA_MESSAGE:
         wa_messages.report_failure(ctx, item, reason)

@@ -3,6 +3,7 @@
 | queue | holds |
 |---|---|
 | `ponte-chatwoot` | drain jobs (one per mailbox with work: WhatsApp messages, notes); status jobs |
+| | and the coalesced failure notes (`notes.flush_failures`) |
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ CHATWOOT_QUEUE = "ponte-chatwoot"
 ALL_QUEUES = (CHATWOOT_QUEUE,)
 DRAIN_JOB = "bridge.jobs.deliver.drain"
 STATUS_JOB = "bridge.jobs.statuses.set_status"
+FAILURE_NOTE_JOB = "bridge.jobs.notes.flush_failures"
 DRAIN_TIMEOUT_SECONDS = 600
 # Finished drain jobs are not kept: the mapping store is the record of what was done.
 _RESULT_TTL = 0
@@ -51,3 +53,12 @@ def schedule_status(connection: redis.Redis, account_id: int, conversation_id: i
         job_timeout=60, result_ttl=_RESULT_TTL, failure_ttl=_FAILURE_TTL,
         retry=Retry(max=5, interval=[2, 5, 15, 30, 60]),
         description=f"status {status} of message {cw_message_id}")
+
+
+def schedule_failure_note(connection: redis.Redis, instance_id: str, chat_jid: str, *,
+                          delay_s: float) -> None:
+    """Queue the note telling a chat's failures held back by the once-a-minute rule."""
+    chatwoot_queue(connection).enqueue_in(
+        timedelta(seconds=delay_s), FAILURE_NOTE_JOB, instance_id, chat_jid, job_timeout=60,
+        result_ttl=_RESULT_TTL, failure_ttl=_FAILURE_TTL,
+        description=f"failure note for {instance_id} {chat_jid}")

@@ -19,9 +19,9 @@ from bridge.chatwoot.identity import ChatRef, Identity
 from bridge.convert.baileys import push_name
 from bridge.convert.draft import ChatwootDraft, ConvertContext, MediaFile, PollVote, Quote
 from bridge.convert.to_chatwoot import convert
-from bridge.errors import ChatwootNotFound, IgnoreEvent
+from bridge.errors import ChatwootNotFound, ChatwootThrottled, IgnoreEvent
 from bridge.ids import InstanceId, is_group_jid, normalize_jid, parse_instance_id
-from bridge.jobs import polls
+from bridge.jobs import notes, polls
 from bridge.jobs.runtime import WorkerContext
 from bridge.sidecar.protocol import MessageEvent
 from bridge.store import keys
@@ -82,13 +82,19 @@ def deliver(ctx: WorkerContext, item: MailboxItem) -> None:
         else:
             ctx.redis.set(attempt, "1", ex=ATTEMPT_TTL_SECONDS)
             try:
-                cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
-            except ChatwootNotFound:
-                # The conversation or contact was deleted in Chatwoot: recreate, once.
-                identity.forget(instance_id, chat_jid)
-                ref = identity.resolve(instance_id, chat_jid,
-                                       name=_contact_name(event, chat_jid))
-                cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
+                try:
+                    cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
+                except ChatwootNotFound:
+                    # The conversation or contact was deleted in Chatwoot: recreate, once.
+                    identity.forget(instance_id, chat_jid)
+                    ref = identity.resolve(instance_id, chat_jid,
+                                           name=_contact_name(event, chat_jid))
+                    cw_id = _post(ctx, instance_id, ref, event, draft, mappings)
+            except ChatwootThrottled:
+                # Refused before anything was created: the many retries of a flooded chat
+                # need not each page through the conversation looking for it.
+                ctx.redis.delete(attempt)
+                raise
         mappings.put(MessageMapping(
             instance_id=instance_id, chat_jid=chat_jid, wa_message_id=mapped_id,
             account_id=account_id, conversation_id=ref.conversation_id, cw_message_id=cw_id,
@@ -172,16 +178,14 @@ def _discard(ctx: WorkerContext, files: tuple[MediaFile, ...]) -> None:
 
 
 def report_failure(ctx: WorkerContext, item: MailboxItem, reason: str) -> None:
-    """A private note in the chat's conversation, when we know it, that a message was lost."""
+    """A private note in the chat's conversation, when we know it, that a message was lost
+    (coalesced: at most one a minute per chat, see notes.report_failure)."""
     instance_id = InstanceId(item.payload["instance_id"])
-    ref = Identity(ctx.chatwoot, ctx.redis).cached(instance_id, item.payload["chat_jid"])
+    chat_jid: str = item.payload["chat_jid"]
+    ref = Identity(ctx.chatwoot, ctx.redis).cached(instance_id, chat_jid)
     if ref is None:
         return
     account_id, _ = parse_instance_id(instance_id)
-    wa_id = item.payload["event"]["key"]["id"]
-    try:
-        ctx.chatwoot.create_message(
-            account_id, ref.conversation_id, message_type="outgoing", private=True,
-            content=ctx.texts.delivery_failed.format(wa_message_id=wa_id, reason=reason))
-    except Exception as err:  # the failure is already on the failed list; this is a courtesy
-        logger.bind(error=type(err).__name__).error("Could not post the failure note")
+    notes.report_failure(ctx, instance_id=instance_id, chat_jid=chat_jid, account_id=account_id,
+                         conversation_id=ref.conversation_id,
+                         wa_message_id=item.payload["event"]["key"]["id"], reason=reason)

@@ -18,6 +18,9 @@ INBOX_SECRETS = f"{PREFIX}:inbox-secrets"
 FAILED = f"{PREFIX}:failed"
 """List (newest first) of items that failed for good, as JSON, for operators."""
 
+FAILED_MAX_ENTRIES = 10_000
+"""`FAILED` keeps the newest this many: a flood that fails must not grow Redis without end."""
+
 
 def instance(instance_id: InstanceId) -> str:
     """Hash: the registry record of one instance."""
@@ -46,6 +49,23 @@ def mailbox_scheduled(mailbox: str) -> str:
 def mailbox_attempts(mailbox: str) -> str:
     """Hash item id -> failed attempts so far."""
     return f"{mailbox}:attempts"
+
+
+def mailbox_throttled(mailbox: str) -> str:
+    """Counter: how many times in a row Chatwoot told this mailbox to slow down (429, or 422
+    "Too many messages"); it sets the pause before the next try and is cleared by a pop."""
+    return f"{mailbox}:throttled"
+
+
+def failure_note(instance_id: InstanceId, chat_jid: str) -> str:
+    """Hash: failures of one chat not yet told in a note (`count`, the last `wa_message_id` and
+    `reason`, and where to post: `account_id`, `conversation_id`)."""
+    return f"{PREFIX}:failure-note:{instance_id}:{chat_jid}"
+
+
+def failure_note_window(instance_id: InstanceId, chat_jid: str) -> str:
+    """Flag, expiring: a failure note was posted in this chat within the last minute."""
+    return f"{PREFIX}:failure-note-window:{instance_id}:{chat_jid}"
 
 
 def wa_to_cw(instance_id: InstanceId, wa_message_id: str) -> str:

@@ -61,7 +61,7 @@ SCHEDULED_TTL_SECONDS = 20
 _FORGET_IF_EMPTY = """
 if redis.call('llen', KEYS[1]) == 0 then
   redis.call('srem', KEYS[2], KEYS[1])
-  redis.call('del', KEYS[3], KEYS[4])
+  redis.call('del', KEYS[3], KEYS[4], KEYS[5])
   return 1
 end
 return 0
@@ -108,15 +108,25 @@ class Mailbox:
         pipe = self._redis.pipeline(transaction=True)
         pipe.lpop(self.key)
         pipe.hdel(keys.mailbox_attempts(self.key), item.id)
+        pipe.delete(keys.mailbox_throttled(self.key))  # progress: the next pause starts short
         pipe.execute()
 
     def record_attempt(self, item: MailboxItem) -> int:
         return int(self._redis.hincrby(keys.mailbox_attempts(self.key), item.id, 1))
 
+    def record_throttle(self, ttl_s: int) -> int:
+        """One more "slow down" in a row for this mailbox; how many so far."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(keys.mailbox_throttled(self.key))
+        pipe.expire(keys.mailbox_throttled(self.key), ttl_s)
+        count, _ = pipe.execute()
+        return int(count)
+
     def forget_if_empty(self) -> bool:
         return bool(self._redis.eval(
-            _FORGET_IF_EMPTY, 4, self.key, keys.MAILBOXES_PENDING,
-            keys.mailbox_attempts(self.key), keys.mailbox_scheduled(self.key)))
+            _FORGET_IF_EMPTY, 5, self.key, keys.MAILBOXES_PENDING,
+            keys.mailbox_attempts(self.key), keys.mailbox_scheduled(self.key),
+            keys.mailbox_throttled(self.key)))
 
     def keep_scheduled(self) -> None:
         """A drain is running: appenders need not schedule another."""

@@ -602,7 +602,8 @@ class FakeChatwoot:
 
     def __init__(self, *, signing: Signing = True, webhook_timeout: float = 5.0,
                  timeout_hold: float = 30.0, webhook_delay: float = 0.0,
-                 message_rate_limit: int = 200, account_name: str = "Acme",
+                 message_rate_limit: int = 200, message_rate_window: float = 60.0,
+                 account_name: str = "Acme",
                  clock: Callable[[], float] = time.time) -> None:
         # True: v4.13 (API-inbox and account webhooks signed); "account_only": v4.12;
         # False: <= v4.11 (no signature, no X-Chatwoot-Delivery).
@@ -614,6 +615,8 @@ class FakeChatwoot:
         self.retry_after: str | None = None
         self.webhook_delay = webhook_delay  # extra latency before each webhook POST
         self.message_rate_limit = message_rate_limit  # CONVERSATION_MESSAGE_PER_MINUTE_LIMIT
+        # Chatwoot counts the last minute; tests shrink it (with the limit) to run in seconds.
+        self.message_rate_window = message_rate_window
         self.clock = clock  # record timestamps; swap it to move time (rate limit window)
         self._account_name = account_name
         self._lock = threading.RLock()
@@ -1902,7 +1905,8 @@ class FakeChatwoot:
             errors.append(f"Content is too long (maximum is {MAX_CONTENT_LENGTH} characters)")
         now = self.clock()
         recent = sum(1 for m in self._messages.values()
-                     if m.conversation_id == conv.id and m.created_at >= now - 60)
+                     if m.conversation_id == conv.id
+                     and m.created_at >= now - self.message_rate_window)
         if recent >= self.message_rate_limit:
             errors.append("Too many messages")
         if errors:
