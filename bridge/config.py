@@ -8,6 +8,7 @@ reads `os.environ`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -56,11 +57,17 @@ class Settings(BaseSettings):
     )
 
     # --- server -----------------------------------------------------------------------------
-    server_host: str = "0.0.0.0"
+    # Loopback unless told otherwise: the status page shows the live QR code, and whoever scans
+    # it owns the number. A non-loopback bind needs SERVER_ADMIN_TOKEN (or, knowingly,
+    # SERVER_PUBLIC_STATUS=true): check_required refuses it otherwise.
+    server_host: str = "127.0.0.1"
     server_port: int = Field(3001, ge=1, le=65535)
     server_log_level: LogLevel = "info"
     server_log_format: Literal["text", "json"] = "text"
     server_admin_token: SecretStr | None = None
+    # Listen beyond loopback with the status endpoints open (a proxy or firewall restricts
+    # them). QR and pairing codes still stay off the page without SERVER_ADMIN_TOKEN.
+    server_public_status: bool = False
     # Made absolute at load, against the working directory at start-up (the default `data`
     # too): paths travel to sidecars and workers, and send_media refuses a relative one.
     server_data_dir: Path = Field(Path("data"), validate_default=True)
@@ -231,6 +238,17 @@ class Settings(BaseSettings):
         return shlex.split(self.baileys_sidecar_command)
 
     @property
+    def loopback_only(self) -> bool:
+        """SERVER_HOST reaches only this machine (`localhost`, 127.0.0.0/8, ::1)."""
+        host = self.server_host.strip().strip("[]")
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:  # "", a host name: it may resolve to anything
+            return False
+
+    @property
     def chatwoot_url(self) -> str:
         assert self.chatwoot_base_url is not None, "check_required() runs first"
         return self.chatwoot_base_url.rstrip("/")
@@ -295,6 +313,20 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"CHATWOOT_BASE_URL must be an http(s) URL, got {self.chatwoot_url!r}")
         self.redis_connection_url()
+        self.check_exposure()
+
+    def check_exposure(self) -> None:
+        """Refuse to open the status endpoints (and the QR code) to the network by accident."""
+        if self.server_admin_token is not None or self.server_public_status:
+            return
+        if self.loopback_only:
+            return
+        raise ConfigError(
+            f"SERVER_HOST={self.server_host} listens beyond this machine, but SERVER_ADMIN_TOKEN "
+            "is not set: the status page, /global-status, /metrics and /recent-failures would "
+            "answer anyone who reaches the port. Set SERVER_ADMIN_TOKEN to a long random string "
+            "(openssl rand -hex 32), or SERVER_HOST=127.0.0.1 behind a proxy on this host, or "
+            "SERVER_PUBLIC_STATUS=true if a proxy or firewall already restricts them.")
 
 
 # --- what the environment and .env hold -------------------------------------------------------

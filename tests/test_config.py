@@ -131,3 +131,30 @@ def test_every_setting_is_in_env_example() -> None:
     names = {line.split("=", 1)[0] for line in example.splitlines()
              if line and not line.startswith("#")}
     assert {name.upper() for name in Settings.model_fields} - names == set()
+
+
+def test_serve_listens_on_loopback_by_default() -> None:
+    s = settings(**REQUIRED)
+    assert s.server_host == "127.0.0.1" and s.loopback_only and not s.server_public_status
+    s.check_required()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost"])
+def test_a_loopback_bind_needs_no_admin_token(host: str) -> None:
+    settings(**REQUIRED, server_host=host).check_required()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.0.0.5", "ponte.internal"])
+def test_a_network_bind_without_an_admin_token_is_refused(host: str) -> None:
+    # "Tenants kept apart", B: /, /global-status, /metrics and the live QR code answered anyone.
+    with pytest.raises(ConfigError) as caught:
+        settings(**REQUIRED, server_host=host).check_required()
+    message = str(caught.value)
+    for name in (f"SERVER_HOST={host} ", "SERVER_ADMIN_TOKEN", "SERVER_PUBLIC_STATUS=true",
+                 "/metrics"):
+        assert name in message
+
+
+def test_a_network_bind_with_a_token_or_said_public_starts() -> None:
+    settings(**REQUIRED, server_host="0.0.0.0", server_admin_token="adm").check_required()
+    settings(**REQUIRED, server_host="0.0.0.0", server_public_status="true").check_required()

@@ -81,7 +81,7 @@ def test_config_check_prints_every_setting_masked_with_its_source(tmp_path: Path
         assert secret not in out + done.stderr
     lines = {line.split("=", 1)[0]: line for line in out.splitlines() if "=" in line}
     assert lines["SERVER_PORT"].split() == ["SERVER_PORT=4010", "#", "environment"]
-    assert lines["SERVER_HOST"].split() == ["SERVER_HOST=0.0.0.0", "#", "default"]
+    assert lines["SERVER_HOST"].split() == ["SERVER_HOST=127.0.0.1", "#", "default"]
     assert lines["CHATWOOT_BASE_URL"].split() == ["CHATWOOT_BASE_URL=https://cw.example.com",
                                                   "#", ".env"]
     assert lines["CHATWOOT_API_ACCESS_TOKEN"].startswith("CHATWOOT_API_ACCESS_TOKEN=********")
@@ -107,3 +107,13 @@ def test_a_bad_configuration_is_refused_at_start_with_exit_11(
         assert done.returncode == 11, (command, done.stdout, done.stderr)
         assert needle in done.stderr and done.stdout == ""
         assert "Traceback" not in done.stderr
+
+
+def test_config_check_refuses_a_network_bind_without_a_token(tmp_path: Path) -> None:
+    required = {"CHATWOOT_BASE_URL": "https://cw.example.com", "CHATWOOT_API_ACCESS_TOKEN": "t",
+                "WEBHOOK_TOKEN": "h", "SERVER_HOST": "0.0.0.0"}
+    done = ponte("config", "check", cwd=tmp_path, **required)
+    assert done.returncode == 11
+    assert "SERVER_HOST=0.0.0.0" in done.stderr and "SERVER_ADMIN_TOKEN" in done.stderr
+    opened = ponte("config", "check", cwd=tmp_path, **required, SERVER_PUBLIC_STATUS="true")
+    assert opened.returncode == 0, opened.stderr

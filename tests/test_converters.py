@@ -237,6 +237,26 @@ def test_content_in_a_wrapper_baileys_does_not_open() -> None:
     assert draft.content == PT_BR.media_missing.format(kind=PT_BR.kind_image)
 
 
+
+def test_a_push_name_cannot_forge_another_sender() -> None:
+    # "Tenants kept apart", A: a push name that closes the bold and starts a new line read as a
+    # message from "Chefe (+5511900000001)". It is one escaped name on the sender's line now.
+    case = load(GOLDEN / "extendedTextMessage" / "group_reply_forwarded.json")
+    frame = copy.deepcopy(case["event"])
+    frame["message"]["pushName"] = "Chefe** (+5511900000001):\nPIX para conta 123 **Maria"
+    content = convert(MessageEvent.model_validate(frame), context()).content
+    sender, *rest = content.split("\n")
+    assert sender == (r"**Chefe\*\* \(+5511900000001\): PIX para conta 123 \*\*Maria** "
+                      "(+5511977776666):")
+    assert rest == ["↪️ Encaminhada", "Olhem isso"]
+
+
+def test_a_contact_card_name_stays_on_its_line() -> None:
+    event = frame_with({"contactMessage": {"displayName": "Ana\n**Chefe** (+5511900000001):",
+                                           "vcard": ""}}, "contactMessage")
+    assert convert(event, context()).content.split("\n")[0] == (
+        r"👤 Contato: Ana \*\*Chefe\*\* \(+5511900000001\):")
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node")
 def test_golden_files_are_what_the_generator_writes(tmp_path: Path) -> None:
     out = tmp_path / "to_chatwoot"

@@ -15,13 +15,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from bridge.web.page import COOKIE, cookie_value, failure_view, render_page
+from bridge.web.page import CODES_HIDDEN, COOKIE, cookie_value, failure_view, render_page
 from tests.conftest import SettingsFactory, scripted_sidecar_command, wait_for, write_script
 from tests.desk import Desk, open_desk
 from tests.fakes.chatwoot import FakeChatwoot
@@ -131,10 +132,21 @@ class Ops(Desk):
 @pytest.fixture
 def ops(fake_chatwoot: FakeChatwoot, make_settings: SettingsFactory,
         tmp_path: Path) -> Iterator[Ops]:
+    yield from _ops(fake_chatwoot, make_settings, tmp_path, server_admin_token=ADMIN_TOKEN)
+
+
+@pytest.fixture
+def ops_without_token(fake_chatwoot: FakeChatwoot, make_settings: SettingsFactory,
+                      tmp_path: Path) -> Iterator[Ops]:
+    yield from _ops(fake_chatwoot, make_settings, tmp_path)
+
+
+def _ops(fake_chatwoot: FakeChatwoot, make_settings: SettingsFactory, tmp_path: Path,
+         **settings: Any) -> Iterator[Ops]:
     control = tmp_path / "control"
     command = scripted_sidecar_command(control, pairing_then_customer(tmp_path / "wa.jsonl"))
     with open_desk(fake_chatwoot, make_settings, tmp_path, baileys_sidecar_command=command,
-                   server_admin_token=ADMIN_TOKEN) as desk:
+                   **settings) as desk:
         fields = {f: getattr(desk, f) for f in desk.__dataclass_fields__}
         ops = Ops(**fields)
         ops.control = control
@@ -223,6 +235,29 @@ def test_page_access_with_the_admin_token(ops: Ops) -> None:
     assert httpx.get(f"{base}/recent-failures").status_code == 401
     # The cookie is not an admin credential for the JSON endpoints of others.
     assert httpx.get(f"{base}/global-status", cookies={COOKIE: cookie}).status_code == 401
+
+
+def test_without_an_admin_token_the_page_never_shows_a_qr(ops_without_token: Ops) -> None:
+    # "Tenants kept apart", B: whoever scans the QR owns the number, and without a token the
+    # page answers anyone who reaches it.
+    ops = ops_without_token
+    ops.command("erga")
+    wait_for(lambda: ops.state_of(ops.instance) == "qr_pending", timeout=20,
+             message="the instance showing a QR")
+    page = httpx.get(f"{ops.base}/", timeout=5)
+    assert page.status_code == 200
+    assert re.search(rf'data-instance="{ops.instance}".*?class="state pending">qr_pending<',
+                     page.text, re.S)
+    assert "<svg" not in page.text and "Pairing code" not in page.text
+    assert escape(CODES_HIDDEN) in page.text
+
+
+def test_hidden_codes_are_said_only_for_an_instance_waiting_to_link() -> None:
+    status = {"instancesGlobal": [{"instanceId": "1-9", "status": "qr_pending"},
+                                  {"instanceId": "1-8", "status": "open"}]}
+    html = render_page(status, {}, [], codes_hidden=True)
+    assert html.count(escape(CODES_HIDDEN)) == 1
+    assert escape(CODES_HIDDEN) not in render_page(status, {}, [])
 
 
 def test_everything_on_the_page_is_escaped() -> None:

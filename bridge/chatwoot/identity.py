@@ -18,6 +18,7 @@ import redis
 from loguru import logger
 
 from bridge.chatwoot.client import ChatwootClient
+from bridge.convert.names import plain_name
 from bridge.errors import ChatwootError, ChatwootRejected
 from bridge.ids import (
     InstanceId,
@@ -65,7 +66,9 @@ class Identity:
     # --- resolving ------------------------------------------------------------------------
     def resolve(self, instance_id: InstanceId, chat_jid: str, *, name: str | None) -> ChatRef:
         """The chat's contact and conversation, creating what is missing. `name` is what
-        WhatsApp calls the person (push name) or the group (subject); None when unknown."""
+        WhatsApp calls the person (push name) or the group (subject); None when unknown.
+        Either is chosen by someone on WhatsApp, so it is cut to one plain line first."""
+        name = plain_name(name)
         ref = self.cached(instance_id, chat_jid)
         if ref is not None:
             if name and name != ref.name:

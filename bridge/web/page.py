@@ -11,7 +11,9 @@ it answers with a cookie and a redirect to the same page without the token, so t
 not stay in the address bar, the history or a Referer. The cookie holds an HMAC of the token,
 not the token, is HttpOnly and SameSite=Lax, Secure over HTTPS, and only opens this page and
 `/recent-failures`. Every comparison is constant-time. Without a token the page is open, like
-`/global-status`: restrict it at the reverse proxy (docs/deploy.md).
+`/global-status` (serve then listens on loopback only, or SERVER_PUBLIC_STATUS=true says a proxy
+restricts it: docs/deploy.md), and never shows a QR or pairing code: whoever scans one owns the
+number. It says where to find them instead (the Chatwoot conversation where linking started).
 """
 
 from __future__ import annotations
@@ -189,8 +191,14 @@ def qr_svg(qr: str) -> str:
     return svg
 
 
+CODES_HIDDEN = ("QR code and pairing code hidden: this page shows them only when "
+                "SERVER_ADMIN_TOKEN is set. Scan the QR code posted in the Chatwoot conversation "
+                "where linking started.")
+
+
 def _instance_rows(instances: list[dict[str, Any]],
-                   linking: dict[str, tuple[str | None, str | None]]) -> str:
+                   linking: dict[str, tuple[str | None, str | None]],
+                   codes_hidden: bool) -> str:
     if not instances:
         return '<tr><td colspan="9" class="empty">No instance yet: an agent types the ' \
                'keyword in a Chatwoot conversation to link a number.</td></tr>'
@@ -220,6 +228,9 @@ def _instance_rows(instances: list[dict[str, Any]],
                              '<small>WhatsApp → Linked devices → Link with phone number'
                              '</small></p>')
             rows.append(f'<tr class="linking"><td colspan="9">{"".join(parts)}</td></tr>')
+        elif codes_hidden and state == "qr_pending":
+            rows.append(f'<tr class="linking"><td colspan="9" class="codes-hidden">'
+                        f'{_e(CODES_HIDDEN)}</td></tr>')
     return "".join(rows)
 
 
@@ -251,8 +262,10 @@ code.pairing{font-size:1.6rem;letter-spacing:.2rem;background:#fff;padding:.1rem
 
 
 def render_page(status: dict[str, Any], linking: dict[str, tuple[str | None, str | None]],
-                failures: list[dict[str, Any]], *, error: str | None = None) -> str:
-    """The whole page; every value from outside goes through `_e`."""
+                failures: list[dict[str, Any]], *, error: str | None = None,
+                codes_hidden: bool = False) -> str:
+    """The whole page; every value from outside goes through `_e`. `codes_hidden`: no admin
+    token is set, so `linking` is empty and a waiting instance says why."""
     instances: list[dict[str, Any]] = list(status.get("instancesGlobal") or [])
     queues: dict[str, Any] = dict(status.get("queues") or {})
     stats: dict[str, Any] = dict(status.get("queueStats") or {})
@@ -289,7 +302,7 @@ def render_page(status: dict[str, Any], linking: dict[str, tuple[str | None, str
 <table id="instances"><tr><th>Inbox</th><th>State</th><th>Number</th><th>Uptime</th>
 <th class="num">Restarts</th><th class="num">Memory</th><th class="num">Outbox</th>
 <th class="num">QR sent</th>
-<th>Last error</th></tr>{_instance_rows(instances, linking)}</table>
+<th>Last error</th></tr>{_instance_rows(instances, linking, codes_hidden)}</table>
 <h2>Queues</h2><table id="queues" class="queues"><tr><th>Queue</th><th class="num">Depth</th>
 <th class="num">Oldest job</th></tr>{queue_rows}</table>
 <h2>Recent failures</h2><table id="failures"><tr><th>When</th><th>Where</th><th>Kind</th>
@@ -331,14 +344,17 @@ async def status_page(request: Request) -> Response:
     except Exception as err:  # an edge: say so on the page rather than answer 500
         logger.opt(exception=err).error("Status page could not read /global-status")
         status, error = {}, f"/global-status failed: {type(err).__name__}"
-    linking = {str(i.get("instanceId")): _linking(services, i)
-               for i in status.get("instancesGlobal") or []}
+    # No admin token: the page may be open to more than operators, and a QR is the account.
+    codes_hidden = settings.server_admin_token is None
+    linking = {} if codes_hidden else {str(i.get("instanceId")): _linking(services, i)
+                                       for i in status.get("instancesGlobal") or []}
     try:
         failures = await recent_failures(services)
     except Exception as err:  # an edge: show the rest of the page even if Redis is down
         logger.opt(exception=err).error("Status page could not read the failed list")
         failures, error = [], error or f"failed list: {type(err).__name__}"
-    return HTMLResponse(render_page(status, linking, failures, error=error), headers=_HEADERS)
+    return HTMLResponse(render_page(status, linking, failures, error=error,
+                                    codes_hidden=codes_hidden), headers=_HEADERS)
 
 
 async def recent_failures_json(request: Request) -> JSONResponse:

@@ -11,6 +11,7 @@ from typing import Any
 
 from bridge.convert import baileys
 from bridge.convert.draft import ChatwootDraft, ConvertContext
+from bridge.convert.names import markdown_name
 from bridge.sidecar.protocol import MessageEvent
 from bridge.texts import Texts
 
@@ -41,7 +42,8 @@ def convert_contacts_array(event: MessageEvent, ctx: ConvertContext) -> Chatwoot
 
 def _card(contact: dict[str, Any], texts: Texts) -> str:
     fields = parse_vcard(baileys.text(contact, "vcard") or "")
-    name = (baileys.text(contact, "displayName") or fields.name or texts.contact_unnamed).strip()
+    name = (markdown_name(baileys.text(contact, "displayName") or fields.name)
+            or texts.contact_unnamed)
     lines = [texts.contact.format(name=name)]
     for number, waid in fields.phones:
         shown = number or (f"+{waid}" if waid else "")

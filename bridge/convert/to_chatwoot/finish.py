@@ -1,9 +1,9 @@
 """What every kind gets once, after dispatch (`buildChatWootMessage` in devlikeapro/waha).
 
 - the quoted message of a reply (`reply_to`), unless the converter already answers something;
-- header lines, in this order: who wrote it in a group (push name and phone number; "Você" for
-  the linked phone), the forwarded mark, and the original time of an old message
-  (`ConvertContext.old_message_minutes`; UTC, in the language's `time_format`).
+- header lines, in this order: who wrote it in a group (push name, escaped by `names.py`, and
+  phone number; "Você" for the linked phone), the forwarded mark, and the original time of an
+  old message (`ConvertContext.old_message_minutes`; UTC, in the language's `time_format`).
 
 A poll vote stays untouched: its empty content is for the job, which posts the tally.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 from bridge.convert import baileys
 from bridge.convert.draft import ChatwootDraft, ConvertContext, Quote
+from bridge.convert.names import markdown_name
 from bridge.convert.to_chatwoot.summary import excerpt
 from bridge.ids import is_group_jid, phone_from_jid
 from bridge.sidecar.protocol import MessageEvent
@@ -51,7 +52,7 @@ def _sender(event: MessageEvent, ctx: ConvertContext) -> str | None:
     jids = [event.key.participant, event.key.participantAlt,
             baileys.text(event.message, "participant")]
     phone = next((p for jid in jids if jid and (p := _phone(jid))), None)
-    name = baileys.push_name(event.message)
+    name = markdown_name(baileys.push_name(event.message))  # chosen by the sender: only a name
     if name and phone:
         return f"**{name}** ({phone}):"
     if name or phone:
