@@ -73,7 +73,10 @@ async def fetch(client: httpx.AsyncClient, url: str, *, chatwoot_url: str, spool
     staged = final.with_suffix(".part")
     try:
         for _ in range(_MAX_REDIRECTS + 1):
+            # identity: httpx inflates a compressed body chunk by chunk, and one small gzip
+            # chunk can inflate to hundreds of MB in memory before the size cap sees it.
             async with client.stream("GET", url, follow_redirects=False,
+                                     headers={"accept-encoding": "identity"},
                                      timeout=max(0.1, deadline - time.monotonic())) as response:
                 if response.is_redirect:
                     # Chatwoot's data_url answers with a redirect to its storage (disk, S3...).
@@ -81,6 +84,9 @@ async def fetch(client: httpx.AsyncClient, url: str, *, chatwoot_url: str, spool
                     continue
                 if response.status_code != 200:
                     raise AttachmentError("download_failed", f"HTTP {response.status_code}")
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):  # asked for none: refuse what we cannot cap
+                    raise AttachmentError("download_failed", f"compressed ({encoding[:20]})")
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > max_bytes:
                     raise AttachmentError("too_large", declared)

@@ -43,6 +43,9 @@ def test_a_missing_or_wrong_token_changes_nothing(api: TestClient,
     assert api.post("/api/instances", json=body,
                     headers={"authorization": "Bearer nope"}).status_code == 401
     assert api.post("/api/instances/1-7/stop", headers={"authorization": "x"}).status_code == 401
+    # Non-ASCII (latin-1 on the wire): refused like any wrong token, not a 500.
+    assert api.post("/api/instances", json=body,
+                    headers={"authorization": "Bearer adm-é".encode()}).status_code == 401
     assert redis_client.scard(keys.INSTANCES) == 0
 
 

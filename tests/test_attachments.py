@@ -62,3 +62,42 @@ def test_names_from_webhooks_never_choose_a_path() -> None:
     assert same_origin("https://cw.example.com/rails/x", "https://cw.example.com")
     assert not same_origin("https://cw.example.com.evil.io/x", "https://cw.example.com")
     assert not same_origin("http://cw.example.com/x", "https://cw.example.com")
+
+
+async def test_a_compressed_download_is_refused_before_it_inflates(tmp_path: Path) -> None:
+    """A small gzip body can inflate to hundreds of MB in one chunk, before the size cap: Ponte
+    asks for no encoding, and refuses a server that compresses anyway."""
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bomb = gzip.compress(b"\0" * 50_000_000)  # ~50 KB on the wire
+    asked: list[str | None] = []
+
+    class Storage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+            asked.append(self.headers.get("accept-encoding"))
+            self.send_response(200)
+            self.send_header("content-type", "application/pdf")
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Storage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(AttachmentError) as caught:
+                await fetch(client, f"{url}/rails/active_storage/x.pdf", chatwoot_url=url,
+                            spool=tmp_path, max_bytes=64 * 2**20, timeout_s=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["identity"]
+    assert caught.value.reason == "download_failed" and "compressed" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []

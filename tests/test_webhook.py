@@ -204,6 +204,15 @@ def test_url_token_is_accepted_for_unsigning_chatwoot_versions(hook: Hook) -> No
     assert (ok.status_code, bad.status_code) == (200, 401)
 
 
+def test_non_ascii_tokens_and_signatures_are_refused_not_a_500(hook: Hook) -> None:
+    """hmac.compare_digest refuses non-ASCII str: the comparison is byte-wise."""
+    token = hook.client.post("/webhook/chatwoot?token=%C3%A9t%C3%A9", json={"event": "x"})
+    body = json.dumps(payload()).encode()
+    headers = {**signed(body), "x-chatwoot-signature": "sha256=é".encode()}
+    signature = hook.client.post("/webhook/chatwoot", content=body, headers=headers)
+    assert (token.status_code, signature.status_code) == (401, 401)
+
+
 def test_original_path_webhook_comando_is_served(hook: Hook) -> None:
     answer = hook.post({"event": "conversation_created"}, path="/webhook/comando")
     assert answer.status_code == 200

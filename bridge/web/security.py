@@ -40,12 +40,12 @@ def verify_webhook(settings: Settings, request: Request, body: bytes,
         if age > settings.webhook_max_skew_seconds:
             raise Unverified("X-Chatwoot-Timestamp is too old or in the future")
         for secret in secrets:
-            if hmac.compare_digest(expected_signature(secret, timestamp, body), signature):
+            if _same(expected_signature(secret, timestamp, body), signature):
                 return "signature"
         raise Unverified("X-Chatwoot-Signature does not match")
     if settings.webhook_token is not None:
         token = request.query_params.get("token", "")
-        if token and hmac.compare_digest(token, settings.webhook_token.get_secret_value()):
+        if token and _same(token, settings.webhook_token.get_secret_value()):
             return "token"
         raise Unverified("missing or wrong token in the webhook URL")
     raise Unverified("unsigned request, and no WEBHOOK_TOKEN is configured")
@@ -57,5 +57,12 @@ def admin_allowed(settings: Settings, request: Request) -> bool:
         return True
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
+    return scheme.lower() == "bearer" and _same(
         token.strip(), settings.server_admin_token.get_secret_value())
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time, byte-wise: `hmac.compare_digest` refuses non-ASCII `str` with a TypeError,
+    which made a token such as `é` an unauthenticated 500."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
