@@ -45,7 +45,7 @@ from bridge.ids import InstanceId
 from bridge.jobs import notes, runtime, wa_messages
 from bridge.jobs.queues import schedule_drain
 from bridge.jobs.runtime import WorkerContext
-from bridge.store import keys
+from bridge.store import failed, keys
 from bridge.store.connection import unavailable
 from bridge.store.mailbox import ItemKind, Mailbox, MailboxItem
 
@@ -71,25 +71,6 @@ REASON_MAX_CHARS = 200
 # How long a drain that lost Redis waits for it before leaving the mailbox to the sweeper.
 REDIS_WAIT_SECONDS = 60.0
 _REDIS_PROBE_SECONDS = 0.25
-
-
-# Push a failed entry and drop the oldest beyond the cap, keeping the per-instance count that
-# /global-status shows true for what was dropped (journal entries, from relay/intake.py, were
-# never counted, so only mailbox entries, which carry `item`, are uncounted).
-_PUSH_FAILED = """
-redis.call('lpush', KEYS[1], ARGV[1])
-local cap = tonumber(ARGV[2])
-while redis.call('llen', KEYS[1]) > cap do
-  local raw = redis.call('rpop', KEYS[1])
-  local ok, entry = pcall(cjson.decode, raw)
-  if ok and type(entry) == 'table' and entry['item'] ~= nil then
-    local instance = tostring(entry['instance'] or '')
-    if redis.call('hincrby', KEYS[2], instance, -1) <= 0 then
-      redis.call('hdel', KEYS[2], instance)
-    end
-  end
-end
-"""
 
 
 def drain(mailbox_key: str) -> int:
@@ -170,9 +151,9 @@ def _release(ctx: WorkerContext, lock: Lock, mailbox_key: str) -> None:
             logger.bind(mailbox=mailbox_key).warning("Mailbox lock expired while draining")
             return
         except Exception as err:
-            if not unavailable(err) or not _redis_came_back(ctx.redis):
-                if not unavailable(err):
-                    raise
+            if not unavailable(err):
+                raise
+            if not _redis_came_back(ctx.redis):
                 return  # Redis stayed away: the lock expires by itself within its TTL
 
 
@@ -313,8 +294,8 @@ def _fail(ctx: WorkerContext, mailbox: Mailbox, item: MailboxItem, err: Exceptio
              "at": at}
     with ctx.redis.pipeline(transaction=True) as pipe:
         metrics.failed_for_good(pipe, instance, type(err).__name__)
-        pipe.eval(_PUSH_FAILED, 2, keys.FAILED, keys.stats(metrics.FAILED_ITEMS),
-                  json.dumps(entry, ensure_ascii=False), keys.FAILED_MAX_ENTRIES)
+        failed.push(pipe, json.dumps(entry, ensure_ascii=False),
+                    keys.stats(metrics.FAILED_ITEMS))
         pipe.execute()
     if item.kind is ItemKind.WA_MESSAGE:
         wa_messages.report_failure(ctx, item, reason)

@@ -1,7 +1,7 @@
 """Intake: what serve receives counts as received only once it is durable (DESIGN.md).
 
 Every operation that takes something in (a sidecar event, a note for the operators, an agent's
-message from a webhook, a sent part's record) is submitted here by kind. While Redis answers,
+message from a webhook, a registry update) is submitted here by kind. While Redis answers,
 the operation is applied at once. When Redis does not answer, the operation goes to the local
 journal (`journal.py`), and so does everything submitted after it, until the journal is empty
 again: that is what keeps each chat's order across an outage. A replayer probes Redis and, as
@@ -26,8 +26,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from loguru import logger
 
+from bridge import metrics
 from bridge.relay.journal import Journal, JournalFull, Record
-from bridge.store import keys
+from bridge.store import failed, keys
 from bridge.store.connection import unavailable
 
 Handler = Callable[[dict[str, Any], float], Awaitable[Any]]
@@ -57,8 +58,6 @@ class Intake:
         self._handlers: dict[str, Handler] = {}
         self._encoders: dict[str, Encoder] = {}
         self._journaling = False
-        self._clear = asyncio.Event()  # set while nothing waits in the journal
-        self._clear.set()
         self._wake = asyncio.Event()
         self._replayer: asyncio.Task[None] | None = None
         self._outage_note_after_s = outage_note_after_s
@@ -98,16 +97,6 @@ class Intake:
             self._replayer.cancel()
             await asyncio.gather(self._replayer, return_exceptions=True)
         await self.journal.close()
-
-    @property
-    def journaling(self) -> bool:
-        """True while operations go to the journal (Redis out, or a replay under way)."""
-        return self._journaling
-
-    async def wait_clear(self) -> None:
-        """Until the journal is replayed: what reads Redis state that journaled operations
-        write (the outbox consumer and its sent parts) waits here first."""
-        await self._clear.wait()
 
     # --- submitting -------------------------------------------------------------------------
     async def submit(self, kind: str, args: dict[str, Any], *, at: float | None = None,
@@ -161,7 +150,6 @@ class Intake:
 
     def _start_journaling(self) -> None:
         self._journaling = True
-        self._clear.clear()
         self._wake.set()
 
     # --- replaying --------------------------------------------------------------------------
@@ -225,7 +213,7 @@ class Intake:
                  "instance": str(record.args.get("instance_id", "")), "mailbox": None,
                  "journal": {"kind": record.kind, "args": record.args, "at": record.at},
                  "error": type(err).__name__, "reason": str(err)[:500], "at": time.time()}
-        await self._redis.lpush(keys.FAILED, json.dumps(entry))
+        await failed.push(self._redis, json.dumps(entry), keys.stats(metrics.FAILED_ITEMS))
         self.parked += 1
         logger.bind(kind=record.kind, seq=record.seq).error(
             "Journal record moved to the failed list")
@@ -243,7 +231,6 @@ class Intake:
         # No await between the emptiness check (the caller's) and the switch: an operation
         # submitted from now on goes straight to Redis, behind everything replayed.
         self._journaling = False
-        self._clear.set()
         if self.down_since is None:
             logger.bind(replayed=self.replayed).info("Journal from an earlier run replayed")
             return
